@@ -1,0 +1,129 @@
+"""A registered model: files uploaded to the workspace storage, registered as an Azure ML model version."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pulumi
+from pulumi_azure_native import machinelearningservices, storage
+
+from components import TOKEN_PREFIX
+
+VERSION_LEN = 12
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model: where it is on disk and where it goes under the model's version folder."""
+
+    source: Path
+    relative: PurePosixPath
+    """Path below `<model>/<version>/`, starting with the registered file's or folder's own name."""
+
+
+def model_files(path: Path) -> list[ModelFile]:
+    """The files of a model at `path` (a file or a folder), in a stable order."""
+    if path.is_file():
+        return [ModelFile(path, PurePosixPath(path.name))]
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"model folder {path} holds no files")
+    return [ModelFile(p, PurePosixPath(path.name, *p.relative_to(path).parts)) for p in files]
+
+
+def content_version(files: list[ModelFile]) -> str:
+    """The model version: a digest of its files' names and bytes, so the same bytes give the same version."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative).encode() + b"\0")
+        digest.update(hashlib.sha256(f.source.read_bytes()).digest())
+    return digest.hexdigest()[:VERSION_LEN]
+
+
+@dataclass(frozen=True)
+class RegisteredModelArgs:
+    """Inputs of a RegisteredModel."""
+
+    path: Path
+    """A model file or folder on this machine."""
+    resource_group_name: pulumi.Input[str]
+    workspace_name: pulumi.Input[str]
+    storage_account_name: pulumi.Input[str]
+    models_container_name: pulumi.Input[str]
+    blob_endpoint: pulumi.Input[str]
+    """The storage account's blob endpoint, with a trailing slash."""
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = True
+    """Protect the model container (its version history) from deletion."""
+
+
+class RegisteredModel(pulumi.ComponentResource):
+    """A model file or folder registered in an Azure ML workspace under a version derived from its bytes."""
+
+    model_name: str
+    """The Azure ML model name (the component name)."""
+    version: str
+    """The registered version: the first 12 hex digits of the model content's SHA-256."""
+    files: list[ModelFile]
+    """The model's files, which scoring images copy to `azureml-models/<model>/<version>/`."""
+    model_uri: pulumi.Output[str]
+    """Where the registered files live in the workspace storage."""
+    version_id: pulumi.Output[str]
+    """The Azure resource id of the registered model version."""
+
+    def __init__(self, name: str, args: RegisteredModelArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TOKEN_PREFIX}:RegisteredModel", name, None, opts)
+        self.model_name = name
+        self.files = model_files(args.path)
+        self.version = content_version(self.files)
+        prefix = f"{name}/{self.version}"
+
+        blobs = [
+            storage.Blob(
+                f"{name}-{f.relative}",
+                blob_name=f"{prefix}/{f.relative}",
+                account_name=args.storage_account_name,
+                container_name=args.models_container_name,
+                resource_group_name=args.resource_group_name,
+                source=pulumi.FileAsset(str(f.source)),
+                type=storage.BlobType.BLOCK,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for f in self.files
+        ]
+        container = machinelearningservices.ModelContainer(
+            f"{name}-container",
+            name=name,
+            resource_group_name=args.resource_group_name,
+            workspace_name=args.workspace_name,
+            properties=machinelearningservices.ModelContainerPropertiesArgs(
+                description=args.description or None,
+                tags=args.tags,
+            ),
+            # The container holds every version ever registered: protected like the workspace.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        # A single file is registered as that file; a folder as the folder.
+        top = self.files[0].relative.parts[0]
+        self.model_uri = pulumi.Output.concat(args.blob_endpoint, args.models_container_name, "/", prefix, "/", top)
+        model_version = machinelearningservices.ModelVersion(
+            f"{name}-version",
+            name=container.name,
+            version=self.version,
+            resource_group_name=args.resource_group_name,
+            workspace_name=args.workspace_name,
+            properties=machinelearningservices.ModelVersionPropertiesArgs(
+                model_uri=self.model_uri,
+                model_type="custom_model",
+                description=args.description or None,
+                tags=args.tags,
+                properties={"content_sha256_prefix": self.version, "file_count": str(len(self.files))},
+            ),
+            # The version is registered only once its files are in storage.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=blobs),
+        )
+        self.version_id = model_version.id
+        self.register_outputs({"version": self.version, "model_uri": self.model_uri})

@@ -1,0 +1,1 @@
+"""The ml-deploy Pulumi program: stack config -> workspace -> models -> images -> services."""

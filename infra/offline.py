@@ -1,0 +1,252 @@
+"""Run the program under Pulumi's mocks and record every resource it registers.
+
+This is how the graph is reviewed without cloud credentials (`python -m infra.plan`) and how the
+tests check it: the real program (`infra/__main__.py`) runs unchanged, only the engine is mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.config import PROJECT, PROJECT_ROOT
+
+PROGRAM = PROJECT_ROOT / "infra" / "__main__.py"
+MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+MOCK_TENANT = "11111111-1111-1111-1111-111111111111"
+SECRET_PLACEHOLDER = "[secret]"
+
+
+@dataclass
+class Recorded:
+    """One registered resource as the engine would have received it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: Optional[str]
+    custom: bool
+    protect: bool
+    inputs: dict[str, Any]
+    """Inputs with secrets unwrapped; `secret_paths` says which were secret."""
+    secret_paths: set[str] = field(default_factory=set)
+    dependencies: list[str] = field(default_factory=list)
+    id: Optional[str] = None
+    delete_before_replace: bool = False
+    replace_on_changes: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
+
+
+@dataclass
+class Recording:
+    """Everything one program run registered, in registration order, and its stack outputs."""
+
+    resources: list[Recorded]
+    outputs: dict[str, Any]
+    output_secret_paths: set[str]
+
+    def of_type(self, type_: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_name(self, type_: str, name: str) -> Recorded:
+        matches = [r for r in self.resources if r.type == type_ and r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Recorded:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def ancestors(self, resource: Recorded) -> list[Recorded]:
+        chain: list[Recorded] = []
+        parent = resource.parent
+        while parent:
+            found = [r for r in self.resources if r.urn == parent]
+            if not found:
+                break
+            chain.append(found[0])
+            parent = found[0].parent
+        return chain
+
+
+def _split_secrets(value: Any, path: str, secrets: set[str]) -> Any:
+    if rpc.is_rpc_secret(value):
+        secrets.add(path)
+        return _split_secrets(rpc.unwrap_rpc_secret(value), path, secrets)
+    if isinstance(value, dict):
+        return {k: _split_secrets(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_split_secrets(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+class AzureMocks(pulumi.runtime.Mocks):
+    """Answers the program's registrations and invokes with plausible Azure values.
+
+    Computed outputs are derived from inputs (a registry's login server from its name, a container
+    group's FQDN from its DNS label) so that what the program builds from them reads as it would
+    in a real deployment.
+    """
+
+    def __init__(self, location: str = "westeurope"):
+        self.location = location
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict]:
+        state = dict(args.inputs)
+        t = args.typ
+        name_keys = (
+            "resourceGroupName" if t.endswith(":ResourceGroup") else None,
+            "accountName" if t.endswith(":StorageAccount") else None,
+            "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
+            "containerGroupName", "blobName", "name", "imageName",
+        )
+        physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), args.name)
+        state.setdefault("name", physical)
+        state.setdefault("location", self.location)
+        if t == "azure-native:storage:StorageAccount":
+            state["primaryEndpoints"] = {"blob": f"https://{physical}.blob.core.windows.net/"}
+        elif t == "azure-native:containerregistry:Registry":
+            state["loginServer"] = f"{physical.lower()}.azurecr.io"
+        elif t == "azure-native:applicationinsights:Component":
+            key = _short_hash(physical)[:32]
+            state["connectionString"] = f"InstrumentationKey={key};IngestionEndpoint=https://{self.location}.in.applicationinsights.azure.com/"
+            state["instrumentationKey"] = key
+        elif t == "azure-native:managedidentity:UserAssignedIdentity":
+            state["principalId"] = _short_hash("principal", physical)[:32]
+            state["clientId"] = _short_hash("client", physical)[:32]
+        elif t == "random:index/randomPassword:RandomPassword":
+            state["result"] = _short_hash("password", args.name)[: int(state.get("length", 32))]
+        elif t == "azure-native:containerinstance:ContainerGroup":
+            ip = dict(state.get("ipAddress") or {})
+            location = state.get("location") or self.location
+            ip["fqdn"] = f"{ip.get('dnsNameLabel', physical)}.{location}.azurecontainer.io"
+            ip["ip"] = "20.0.0.1"
+            state["ipAddress"] = ip
+        elif t == "docker:index/image:Image":
+            repo = str(state.get("imageName", physical)).rsplit(":", 1)[0]
+            state["repoDigest"] = f"{repo}@sha256:{_short_hash('digest', str(state.get('imageName')))}"
+        resource_id = (
+            f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/mock/providers/{t}/{physical}"
+            if args.custom
+            else None
+        )
+        return resource_id or f"{args.name}_id", state
+
+    def call(self, args: MockCallArgs) -> tuple[dict, Optional[list[tuple[str, str]]]]:
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "clientId": "22222222-2222-2222-2222-222222222222",
+                "objectId": "33333333-3333-3333-3333-333333333333",
+                "subscriptionId": MOCK_SUBSCRIPTION,
+                "tenantId": MOCK_TENANT,
+            }, []
+        return {}, []
+
+
+class RecordingMonitor(MockMonitor):
+    """The standard mock monitor, also keeping what each registration asked for."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.recorded: list[Recorded] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - the gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        secrets: set[str] = set()
+        inputs = _split_secrets(rpc.deserialize_properties(request.object), "", secrets)
+        self.recorded.append(
+            Recorded(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=bool(request.custom),
+                protect=bool(request.protect),
+                inputs=inputs,
+                secret_paths=secrets,
+                dependencies=list(request.dependencies),
+                id=response.id or None,
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=list(request.replaceOnChanges),
+                ignore_changes=list(request.ignoreChanges),
+                retain_on_delete=bool(request.retainOnDelete),
+            )
+        )
+        return response
+
+
+def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The config of `Pulumi.<stack>.yaml` as the engine hands it to a program (objects as JSON)."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no stack config {path.name} in {root}")
+    data = yaml.safe_load(path.read_text()) or {}
+    return config_values(data.get("config") or {})
+
+
+def config_values(config: dict[str, Any]) -> dict[str, str]:
+    """Flatten a stack file's `config:` map into the engine's key -> string form."""
+    values: dict[str, str] = {}
+    for key, value in config.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            values[full] = SECRET_PLACEHOLDER  # ciphertext cannot be read without the stack's key
+        elif isinstance(value, str):
+            values[full] = value
+        else:
+            values[full] = json.dumps(value)
+    return values
+
+
+async def _resolve(value: Any, path: str, secrets: set[str]) -> Any:
+    if isinstance(value, pulumi.Output):
+        if await value.is_secret():
+            secrets.add(path)
+        return await _resolve(await value.future(), path, secrets)
+    if isinstance(value, dict):
+        return {k: await _resolve(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [await _resolve(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+def run(config: dict[str, str], *, stack: str = "dev", preview: bool = False) -> Recording:
+    """Run `infra/__main__.py` under the mocks with `config` and return what it registered.
+
+    Exceptions the program raises (a ConfigError, say) propagate after the runtime settles.
+    """
+    location = config.get("azure-native:location", "westeurope")
+    mocks = AzureMocks(location=location)
+    monitor = RecordingMonitor(mocks)
+    # A fresh runtime each run: several runs in one process (diff checks) must not share a stack.
+    settings.reset_options(project=PROJECT, stack=stack, preview=preview)
+    pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v == SECRET_PLACEHOLDER])
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+
+    root = settings.get_root_resource()
+    exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+    secrets: set[str] = set()
+    outputs = _sync_await(_resolve(exported, "", secrets))
+    return Recording(resources=monitor.recorded, outputs=outputs, output_secret_paths=secrets)

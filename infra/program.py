@@ -1,0 +1,124 @@
+"""Wires the components in the order of the Azure ML workflow and exports what users need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from components.aci_service import AciService, AciServiceArgs
+from components.bundle import BundledModel
+from components.image import ScoringImage, ScoringImageArgs
+from components.model import RegisteredModel, RegisteredModelArgs
+from components.naming import Kind, azure_name
+from components.workspace import Workspace, WorkspaceArgs
+from infra import config
+from infra.config import AciServiceConfig, StackConfig
+
+BUILD_ROOT = Path(".ml-deploy") / "build"
+"""Generated image build contexts, relative to the project root."""
+RUNTIME_ROOT = config.PROJECT_ROOT / "serving"
+
+
+def main() -> None:
+    """Read the stack config and register the whole graph."""
+    cfg = config.load()
+    stack = pulumi.get_stack()
+    ws_cfg = cfg.workspace
+
+    workspace = Workspace(
+        ws_cfg.name, WorkspaceArgs(base_name=ws_cfg.name, stack=stack, protect=ws_cfg.protect, sku=ws_cfg.sku)
+    )
+
+    models: dict[str, RegisteredModel] = {}
+    for m in cfg.models:
+        models[m.name] = RegisteredModel(
+            m.name,
+            RegisteredModelArgs(
+                path=m.path,
+                resource_group_name=workspace.resource_group_name,
+                workspace_name=workspace.workspace_name,
+                storage_account_name=workspace.storage_account_name,
+                models_container_name=workspace.models_container_name,
+                blob_endpoint=workspace.blob_endpoint,
+                description=m.description,
+                tags=m.tags,
+                protect=ws_cfg.protect,
+            ),
+        )
+
+    images: dict[str, ScoringImage] = {}
+    for im in cfg.images:
+        images[im.name] = ScoringImage(
+            im.name,
+            ScoringImageArgs(
+                execution_script=im.execution_script,
+                conda_file=im.conda_file,
+                models=[
+                    BundledModel(name, models[name].version, models[name].files) for name in im.models
+                ],
+                registry_login_server=workspace.registry_login_server,
+                runtime_root=RUNTIME_ROOT,
+                build_root=BUILD_ROOT,
+                base_image=im.base_image,
+            ),
+        )
+
+    # A plain dict, not one Output: secrecy then stays on the keys and the URIs stay readable.
+    services: dict[str, dict[str, Any]] = {}
+    for svc in cfg.services:
+        image = images[svc.image]
+        if isinstance(svc, AciServiceConfig):
+            aci = AciService(
+                svc.name,
+                AciServiceArgs(
+                    container_group_name=azure_name(Kind.CONTAINER_GROUP, ws_cfg.name, stack, svc.name),
+                    dns_name_label=svc.dns_name_label
+                    or azure_name(Kind.DNS_LABEL, svc.name, ws_cfg.name, stack),
+                    image_ref=image.image_ref,
+                    resource_group_name=workspace.resource_group_name,
+                    registry_login_server=workspace.registry_login_server,
+                    registry_id=workspace.registry_id,
+                    subscription_id=workspace.subscription_id,
+                    cpu_cores=svc.cpu_cores,
+                    memory_gb=svc.memory_gb,
+                    auth_enabled=svc.auth_enabled,
+                    app_insights_connection_string=(
+                        workspace.app_insights_connection_string if svc.enable_app_insights else None
+                    ),
+                    scoring_timeout_ms=svc.scoring_timeout_ms,
+                    location=svc.location,
+                ),
+            )
+            services[svc.name] = {
+                "target": svc.target,
+                "image": svc.image,
+                "scoring_uri": aci.scoring_uri,
+                "swagger_uri": aci.swagger_uri,
+                "primary_key": aci.primary_key,
+                "secondary_key": aci.secondary_key,
+            }
+
+    export(cfg, workspace, models, images, services)
+
+
+def export(
+    cfg: StackConfig,
+    workspace: Workspace,
+    models: dict[str, RegisteredModel],
+    images: dict[str, ScoringImage],
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Stack outputs: where things are (workspace), what was registered and built, how to call it."""
+    pulumi.export(
+        "workspace",
+        {
+            "name": workspace.workspace_name,
+            "resource_group": workspace.resource_group_name,
+            "registry": workspace.registry_login_server,
+        },
+    )
+    pulumi.export("models", {name: {"version": m.version, "uri": m.model_uri} for name, m in models.items()})
+    pulumi.export("images", {name: im.image_ref for name, im in images.items()})
+    pulumi.export("services", services)

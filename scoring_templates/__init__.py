@@ -1,0 +1,1 @@
+"""Ready scoring scripts and conda envs for common model formats."""
