@@ -89,6 +89,10 @@ def _split_secrets(value: Any, path: str, secrets: set[str]) -> Any:
         return {k: _split_secrets(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [_split_secrets(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    if isinstance(value, pulumi.FileAsset):
+        # The engine diffs assets by content hash, so the recording does too.
+        source = Path(str(value.path))
+        return {"fileAsset": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     return value
 
 
