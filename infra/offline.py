@@ -47,6 +47,8 @@ class Recorded:
     replace_on_changes: list[str] = field(default_factory=list)
     ignore_changes: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The state the mocks answered with (inputs plus computed outputs)."""
 
 
 @dataclass
@@ -192,6 +194,7 @@ class RecordingMonitor(MockMonitor):
                 replace_on_changes=list(request.replaceOnChanges),
                 ignore_changes=list(request.ignoreChanges),
                 retain_on_delete=bool(request.retainOnDelete),
+                outputs=self.resources[response.urn].state,
             )
         )
         return response
