@@ -121,7 +121,7 @@ class AciService(pulumi.ComponentResource):
             restart_policy=containerinstance.ContainerGroupRestartPolicy.ALWAYS,
             identity=containerinstance.ContainerGroupIdentityArgs(
                 type=containerinstance.ResourceIdentityType.USER_ASSIGNED,
-                user_assigned_identities=identity.id.apply(lambda i: {i: {}}),
+                user_assigned_identities=[identity.id],
             ),
             image_registry_credentials=[
                 containerinstance.ImageRegistryCredentialArgs(

@@ -146,7 +146,7 @@ class Workspace(pulumi.ComponentResource):
             identity=machinelearningservices.ManagedServiceIdentityArgs(
                 type=machinelearningservices.ManagedServiceIdentityType.SYSTEM_ASSIGNED,
             ),
-            sku=machinelearningservices.SkuArgs(name=args.sku, tier=args.sku),
+            sku=machinelearningservices.SkuArgs(name=args.sku, tier=machinelearningservices.SkuTier(args.sku)),
             friendly_name=base,
             storage_account=account.id,
             key_vault=vault.id,

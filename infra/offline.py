@@ -125,6 +125,13 @@ class AzureMocks(pulumi.runtime.Mocks):
         physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), args.name)
         state.setdefault("name", physical)
         state.setdefault("location", self.location)
+        identity = state.get("identity")
+        if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
+            # Azure-native takes user-assigned identities as a list of ids and answers with a map.
+            state["identity"] = dict(identity, userAssignedIdentities={
+                i: {"principalId": _short_hash("principal", i)[:32], "clientId": _short_hash("client", i)[:32]}
+                for i in identity["userAssignedIdentities"]
+            })
         if t == "azure-native:storage:StorageAccount":
             state["primaryEndpoints"] = {"blob": f"https://{physical}.blob.core.windows.net/"}
         elif t == "azure-native:containerregistry:Registry":
@@ -247,10 +254,15 @@ def run(config: dict[str, str], *, stack: str = "dev", preview: bool = False) ->
     settings.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(config, [k for k, v in config.items() if v == SECRET_PLACEHOLDER])
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    settings.SETTINGS.rpc_manager.clear()
-    settings.SETTINGS.outputs.clear()
+    # Leftovers of an earlier run in this process would be awaited by this one.
+    runtime_state: Any = settings.SETTINGS
+    runtime_state.rpc_manager.clear()
+    runtime_state.outputs.clear()
 
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+    def program() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
 
     root = settings.get_root_resource()
     exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})

@@ -69,7 +69,7 @@ def _hide(value: Any, secrets: set[str], path: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--stack", default="dev", help="reads Pulumi.<stack>.yaml (default: dev)")
     parser.add_argument("--json", action="store_true", help="print the recorded resources as JSON")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ def train(out: Path) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"), help="folder for the model files")
     args = parser.parse_args()
     for path in train(args.out):

@@ -1,0 +1,46 @@
+"""Post a JSON file to a scoring service and print the answer, as Azure ML's `service.run` does.
+
+    python -m infra.call --uri http://127.0.0.1:5001/score [--key KEY] FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -> tuple[int, bytes]:
+    """POST `body` as JSON to `uri`; returns (status, response body)."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(uri, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.call", description=(__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--uri", required=True, help="the service's scoring URI")
+    parser.add_argument("--key", help="the service's key, when auth is enabled")
+    parser.add_argument("file", type=Path, help="JSON file with the input, e.g. scoring_templates/sample-request.json")
+    args = parser.parse_args(argv)
+    body = args.file.read_bytes()
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as err:
+        parser.error(f"{args.file} is not valid JSON: {err}")
+    status, answer = call(args.uri, body, args.key)
+    print(answer.decode("utf-8", "replace"))
+    return 0 if status == 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
