@@ -52,6 +52,10 @@ class WorkspaceConfig(_Strict):
 
     name: str = Field(pattern=WORKSPACE_NAME)
     """Base of every physical name: 3-16 lowercase letters, digits and hyphens."""
+    kind: Literal["azure", "local"] = "azure"
+    """`azure`: an Azure ML workspace. `local`: a folder on this machine, for `target: local` services."""
+    path: str = ".ml-deploy/local"
+    """With `kind: local`: the workspace folder (model registry, image store, service logs)."""
     protect: bool = True
     """Protect stateful resources (storage, Key Vault, registry, workspace) from deletion."""
     sku: Literal["Basic"] = "Basic"
@@ -120,8 +124,18 @@ class AciServiceConfig(_ServiceBase):
     """Region of the container group; the workspace's region when unset."""
 
 
-ServiceConfig = Annotated[Union[AciServiceConfig], Field(discriminator="target")]
-TARGETS = ("aci",)
+class LocalServiceConfig(_ServiceBase):
+    """A service on this machine (`target: local`): the scoring runtime as a process on 127.0.0.1."""
+
+    target: Literal["local"]
+    port: int = Field(default=0, ge=0, le=65535)
+    """0 picks a free port when the service is created and keeps it."""
+    workers: int = Field(default=1, ge=1, le=64)
+
+
+ServiceConfig = Annotated[Union[AciServiceConfig, LocalServiceConfig], Field(discriminator="target")]
+TARGETS = ("aci", "local")
+LOCAL_TARGETS = ("local",)
 
 
 class StackConfig(_Strict):
@@ -167,9 +181,14 @@ def _cross_reference_problems(cfg: StackConfig) -> list[str]:
         if len(set(image.models)) != len(image.models):
             problems.append(f"images[{i}].models: lists a model twice")
     image_names = {im.name for im in cfg.images}
+    local = cfg.workspace.kind == "local"
     for i, service in enumerate(cfg.services):
         if service.image not in image_names:
             problems.append(f"services[{i}].image: no image named {service.image!r} in images")
+        if (service.target in LOCAL_TARGETS) != local:
+            problems.append(f"services[{i}].target: {service.target!r} needs a workspace of kind "
+                            f"{'local' if service.target in LOCAL_TARGETS else 'azure'} "
+                            f"(workspace.kind is {cfg.workspace.kind!r})")
     return problems
 
 

@@ -18,7 +18,7 @@ from infra.config import ConfigError
 from infra.offline import Recorded, Recording
 
 # Inputs that say little in a review (they repeat the parent's wiring or are long blobs).
-_QUIET = {"resourceGroupName", "__defaults", "source"}
+_QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}
 _MAX_VALUE = 110
 
 

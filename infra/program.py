@@ -10,11 +10,13 @@ import pulumi
 from components.aci_service import AciService, AciServiceArgs
 from components.bundle import BundledModel
 from components.image import ScoringImage, ScoringImageArgs
+from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs, LocalService, LocalServiceArgs
+from components.model import model_files, content_version
 from components.model import RegisteredModel, RegisteredModelArgs
 from components.naming import Kind, azure_name
 from components.workspace import Workspace, WorkspaceArgs
 from infra import config
-from infra.config import AciServiceConfig, StackConfig
+from infra.config import AciServiceConfig, LocalServiceConfig, StackConfig
 
 BUILD_ROOT = Path(".ml-deploy") / "build"
 """Generated image build contexts, relative to the project root."""
@@ -24,6 +26,69 @@ RUNTIME_ROOT = config.PROJECT_ROOT / "serving"
 def main() -> None:
     """Read the stack config and register the whole graph."""
     cfg = config.load()
+    if cfg.workspace.kind == "local":
+        main_local(cfg)
+    else:
+        main_azure(cfg)
+
+
+def main_local(cfg: StackConfig) -> None:
+    """The same workflow on this machine: a folder workspace, local bundles, processes on 127.0.0.1."""
+    root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
+    bundled = {m.name: _bundled(m.name, m.path) for m in cfg.models}
+    models = {
+        name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b)) for name, b in bundled.items()
+    }
+    images: dict[str, LocalImage] = {}
+    for im in cfg.images:
+        images[im.name] = LocalImage(
+            im.name,
+            LocalImageArgs(
+                store=str(root / "images"),
+                execution_script=im.execution_script,
+                conda_file=im.conda_file,
+                models=[bundled[name] for name in im.models],
+                runtime_root=RUNTIME_ROOT,
+                depends_on=[models[name] for name in im.models],
+            ),
+        )
+    services: dict[str, dict[str, Any]] = {}
+    for svc in cfg.services:
+        if not isinstance(svc, LocalServiceConfig):
+            continue  # config validation allows only local targets on a local workspace
+        image = images[svc.image]
+        local = LocalService(
+            svc.name,
+            LocalServiceArgs(
+                bundle_path=image.path,
+                model_dir=image.model_dir,
+                log_dir=str(root / "logs"),
+                port=svc.port,
+                workers=svc.workers,
+                auth_enabled=svc.auth_enabled,
+                scoring_timeout_ms=svc.scoring_timeout_ms,
+            ),
+        )
+        services[svc.name] = {
+            "target": svc.target,
+            "image": svc.image,
+            "scoring_uri": local.scoring_uri,
+            "swagger_uri": local.swagger_uri,
+            "primary_key": local.primary_key,
+        }
+    pulumi.export("workspace", {"name": cfg.workspace.name, "path": str(root)})
+    pulumi.export("models", {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
+    pulumi.export("images", {name: im.image_ref for name, im in images.items()})
+    pulumi.export("services", services)
+
+
+def _bundled(name: str, path: Path) -> BundledModel:
+    files = model_files(path)
+    return BundledModel(name, content_version(files), files)
+
+
+def main_azure(cfg: StackConfig) -> None:
+    """The Azure ML workflow: workspace, registered models, images in the registry, web services."""
     stack = pulumi.get_stack()
     ws_cfg = cfg.workspace
 

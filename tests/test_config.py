@@ -102,3 +102,15 @@ def test_every_problem_is_reported_at_once(config):
         run_config(config)
     paths = {p.split(":")[0] for p in caught.value.problems}
     assert {"services[0].memory_gb", "services[0].cpu_cores"} <= paths
+
+
+def test_local_service_needs_a_local_workspace(config):
+    config["ml-deploy:services"][0]["target"] = "local"
+    for key in ("cpu_cores", "memory_gb", "enable_app_insights"):
+        config["ml-deploy:services"][0].pop(key)
+    assert_rejected(config, "services[0].target", "needs a workspace of kind local")
+
+
+def test_aci_service_needs_an_azure_workspace(config):
+    config["ml-deploy:workspace"]["kind"] = "local"
+    assert_rejected(config, "services[0].target", "needs a workspace of kind azure")

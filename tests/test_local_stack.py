@@ -1,0 +1,131 @@
+"""The local stack through the real Pulumi engine (Automation API): up, no-op preview, update, destroy.
+
+The project is copied to a temporary folder so that changing its config or script never touches
+the repository; the engine comes from scripts/pulumi-engine (built once, cached by version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pulumi import automation as auto
+
+from components.local import process_alive
+from infra.call import call
+from tests.conftest import ROOT, SEED
+
+COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "serving", "scoring_templates")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
+    work = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in COPIED:
+        src = ROOT / name
+        (shutil.copytree(src, work / name, ignore=ignore) if src.is_dir() else shutil.copy(src, work / name))
+    # The stack's salt belongs to the README's default passphrase; this test stack makes its own.
+    stack_file = work / "Pulumi.local.yaml"
+    stack_file.write_text("".join(line for line in stack_file.read_text().splitlines(keepends=True)
+                                  if not line.startswith("encryptionsalt:")))
+    (work / "models").mkdir()
+    shutil.copy(model_files[0], work / "models" / model_files[0].name)
+    return work
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file backend's folder."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
+def stack(project: Path, state: Path) -> Iterator[auto.Stack]:
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    env = {
+        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(ROOT / ".venv"),
+        "PYTHONPATH": str(project),
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+    os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
+    # The engine is first on PATH; its version is checked against the SDK's (they are pinned together).
+    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(state / "home"), env_vars=env,
+                             pulumi_command=auto.PulumiCommand())
+    stack = auto.Stack.create_or_select("local", ws)
+    try:
+        yield stack
+    finally:
+        stack.destroy(on_output=lambda _: None)
+
+
+def service(stack: auto.Stack) -> tuple[str, str]:
+    out = stack.outputs()["services"].value["diabetes-local"]
+    return out["scoring_uri"], out["primary_key"]
+
+
+def score(stack: auto.Stack) -> list[float]:
+    uri, key = service(stack)
+    status, body = call(uri, json.dumps(SEED).encode(), key)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def port_open(uri: str) -> bool:
+    port = int(uri.split(":")[2].split("/")[0])
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_serves_the_seed_example(stack):
+    result = stack.up(on_output=lambda _: None)
+    assert result.summary.result == "succeeded"
+    assert len(score(stack)) == 2
+
+
+def test_key_is_a_secret_in_state_and_outputs(stack, state: Path):
+    _, key = service(stack)
+    stored = (state / ".pulumi" / "stacks" / "ml-deploy" / "local.json").read_text()
+    assert key and key not in stored
+    shown = subprocess.run(["pulumi", "stack", "output", "services", "--json", "--stack", "local"],
+                           cwd=stack.workspace.work_dir, capture_output=True, text=True, check=True).stdout
+    assert key not in shown and json.loads(shown)["diabetes-local"]["primary_key"] == "[secret]"
+
+
+def test_preview_right_after_up_changes_nothing(stack):
+    preview = stack.preview(on_output=lambda _: None)
+    assert set(preview.change_summary) == {"same"}, preview.change_summary
+
+
+def test_changed_script_updates_only_the_image_and_the_service(stack, project: Path):
+    before = score(stack)
+    script = project / "scoring_templates" / "sklearn" / "score.py"
+    script.write_text(script.read_text().replace(
+        "return model.predict(data).tolist()", "return [round(p, 1) for p in model.predict(data).tolist()]"))
+    preview = stack.preview(diff=True, on_output=lambda _: None)
+    changes = {op: n for op, n in preview.change_summary.items() if op != "same"}
+    # The bundle is content-addressed (replaced); the service restarts on it (updated).
+    assert changes == {"replace": 1, "update": 1}, preview.change_summary
+    stack.up(on_output=lambda _: None)
+    after = score(stack)
+    assert after == [round(p, 1) for p in before] and after != before
+
+
+def test_destroy_leaves_no_process_and_no_port(stack):
+    uri, _ = service(stack)
+    pid = next(r["outputs"]["pid"] for r in stack.export_stack().deployment["resources"]
+               if r["urn"].endswith("diabetes-local-process"))
+    stack.destroy(on_output=lambda _: None)
+    assert not process_alive(int(pid))
+    assert not port_open(uri)
