@@ -32,10 +32,32 @@ READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30
 
 
+class _FolderProvider(ResourceProvider):
+    """A content-addressed folder: any change of its address replaces it; reading checks it is there."""
+
+    ADDRESS: tuple[str, ...] = ()
+    """The inputs that name the folder."""
+
+    def exists(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(keys), replaces=keys, delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_ if self.exists(Path(id_)) else None, outs=props)  # type: ignore[arg-type]
+
+    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+        shutil.rmtree(id_, ignore_errors=True)
+
+
 # ---- model registry ---------------------------------------------------------------------------
 
-class _ModelVersionProvider(ResourceProvider):
+class _ModelVersionProvider(_FolderProvider):
     """A model version: its files copied to `<registry>/<model>/<version>/`."""
+
+    ADDRESS = ("registry", "model", "version")
 
     def _write(self, props: dict[str, Any]) -> str:
         target = Path(props["registry"]) / props["model"] / props["version"]
@@ -51,16 +73,6 @@ class _ModelVersionProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         path = self._write(props)
         return CreateResult(id_=path, outs={**props, "path": path})
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = [k for k in ("registry", "model", "version") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(keys), replaces=keys, delete_before_replace=False)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_ if Path(id_).is_dir() else None, outs=props)  # type: ignore[arg-type]
-
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
-        shutil.rmtree(id_, ignore_errors=True)
 
 
 class _LocalModelVersion(Resource):
@@ -100,23 +112,18 @@ class LocalModel(pulumi.ComponentResource):
 
 # ---- image store --------------------------------------------------------------------------------
 
-class _BundleProvider(ResourceProvider):
+class _BundleProvider(_FolderProvider):
     """An image bundle: the scoring bundle written to `<store>/<image>/<tag>/`."""
+
+    ADDRESS = ("store", "image", "tag")
+
+    def exists(self, path: Path) -> bool:
+        return (path / ".complete").exists()
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         files = {PurePosixPath(rel): Path(src).read_bytes() for rel, src in props["sources"]}
         path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], files)
         return CreateResult(id_=str(path), outs={**props, "path": str(path)})
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = [k for k in ("store", "image", "tag") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(keys), replaces=keys, delete_before_replace=False)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_ if (Path(id_) / ".complete").exists() else None, outs=props)  # type: ignore[arg-type]
-
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
-        shutil.rmtree(id_, ignore_errors=True)
 
 
 class _LocalBundle(Resource):

@@ -11,12 +11,11 @@ from components.aci_service import AciService, AciServiceArgs
 from components.bundle import BundledModel
 from components.image import ScoringImage, ScoringImageArgs
 from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs, LocalService, LocalServiceArgs
-from components.model import model_files, content_version
-from components.model import RegisteredModel, RegisteredModelArgs
+from components.model import RegisteredModel, RegisteredModelArgs, content_version, model_files
 from components.naming import Kind, azure_name
 from components.workspace import Workspace, WorkspaceArgs
 from infra import config
-from infra.config import AciServiceConfig, LocalServiceConfig, StackConfig
+from infra.config import AciServiceConfig, LocalServiceConfig, ServiceConfig, StackConfig
 
 BUILD_ROOT = Path(".ml-deploy") / "build"
 """Generated image build contexts, relative to the project root."""
@@ -69,17 +68,13 @@ def main_local(cfg: StackConfig) -> None:
                 scoring_timeout_ms=svc.scoring_timeout_ms,
             ),
         )
-        services[svc.name] = {
-            "target": svc.target,
-            "image": svc.image,
-            "scoring_uri": local.scoring_uri,
-            "swagger_uri": local.swagger_uri,
-            "primary_key": local.primary_key,
-        }
-    pulumi.export("workspace", {"name": cfg.workspace.name, "path": str(root)})
-    pulumi.export("models", {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
-    pulumi.export("images", {name: im.image_ref for name, im in images.items()})
-    pulumi.export("services", services)
+        services[svc.name] = _service_outputs(svc, local)
+    export(
+        {"name": cfg.workspace.name, "path": str(root)},
+        {name: {"version": m.version, "uri": m.path} for name, m in models.items()},
+        {name: im.image_ref for name, im in images.items()},
+        services,
+    )
 
 
 def _bundled(name: str, path: Path) -> BundledModel:
@@ -130,7 +125,6 @@ def main_azure(cfg: StackConfig) -> None:
             ),
         )
 
-    # A plain dict, not one Output: secrecy then stays on the keys and the URIs stay readable.
     services: dict[str, dict[str, Any]] = {}
     for svc in cfg.services:
         image = images[svc.image]
@@ -156,34 +150,44 @@ def main_azure(cfg: StackConfig) -> None:
                     location=svc.location,
                 ),
             )
-            services[svc.name] = {
-                "target": svc.target,
-                "image": svc.image,
-                "scoring_uri": aci.scoring_uri,
-                "swagger_uri": aci.swagger_uri,
-                "primary_key": aci.primary_key,
-                "secondary_key": aci.secondary_key,
-            }
+            services[svc.name] = _service_outputs(svc, aci)
 
-    export(cfg, workspace, models, images, services)
-
-
-def export(
-    cfg: StackConfig,
-    workspace: Workspace,
-    models: dict[str, RegisteredModel],
-    images: dict[str, ScoringImage],
-    services: dict[str, dict[str, Any]],
-) -> None:
-    """Stack outputs: where things are (workspace), what was registered and built, how to call it."""
-    pulumi.export(
-        "workspace",
+    export(
         {
             "name": workspace.workspace_name,
             "resource_group": workspace.resource_group_name,
             "registry": workspace.registry_login_server,
         },
+        {name: {"version": m.version, "uri": m.model_uri} for name, m in models.items()},
+        {name: im.image_ref for name, im in images.items()},
+        services,
     )
-    pulumi.export("models", {name: {"version": m.version, "uri": m.model_uri} for name, m in models.items()})
-    pulumi.export("images", {name: im.image_ref for name, im in images.items()})
+
+
+def _service_outputs(svc: ServiceConfig, deployed: AciService | LocalService) -> dict[str, Any]:
+    """What a caller needs of a service: where it answers and its keys (secrets)."""
+    outputs: dict[str, Any] = {
+        "target": svc.target,
+        "image": svc.image,
+        "scoring_uri": deployed.scoring_uri,
+        "swagger_uri": deployed.swagger_uri,
+        "primary_key": deployed.primary_key,
+    }
+    if isinstance(deployed, AciService):
+        outputs["secondary_key"] = deployed.secondary_key
+    return outputs
+
+
+def export(
+    workspace: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    images: dict[str, pulumi.Output[str]],
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Stack outputs, the same shape on every target: where the workspace is, what was registered
+    and built, and how to call each service. A plain dict per service, not one Output, keeps
+    secrecy on the keys alone."""
+    pulumi.export("workspace", workspace)
+    pulumi.export("models", models)
+    pulumi.export("images", images)
     pulumi.export("services", services)
