@@ -6,6 +6,7 @@ tests check it: the real program (`infra/__main__.py`) runs unchanged, only the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import runpy
@@ -122,7 +123,9 @@ class AzureMocks(pulumi.runtime.Mocks):
             "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
             "containerGroupName", "blobName", "name", "imageName",
         )
-        physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), args.name)
+        metadata: dict[str, Any] = state["metadata"] if isinstance(state.get("metadata"), dict) else {}
+        physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), None) \
+            or metadata.get("name") or args.name
         state.setdefault("name", physical)
         state.setdefault("location", self.location)
         identity = state.get("identity")
@@ -151,6 +154,12 @@ class AzureMocks(pulumi.runtime.Mocks):
             ip["fqdn"] = f"{ip.get('dnsNameLabel', physical)}.{location}.azurecontainer.io"
             ip["ip"] = "20.0.0.1"
             state["ipAddress"] = ip
+        elif t == "azure-native:containerservice:ManagedCluster":
+            state["identityProfile"] = {"kubeletidentity": {
+                "objectId": _short_hash("kubelet", physical)[:32], "clientId": _short_hash("kc", physical)[:32]}}
+            state["fqdn"] = f"{physical}.hcp.{self.location}.azmk8s.io"
+        elif t == "kubernetes:core/v1:Service":
+            state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
         elif t == "docker:index/image:Image":
             repo = str(state.get("imageName", physical)).rsplit(":", 1)[0]
             state["repoDigest"] = f"{repo}@sha256:{_short_hash('digest', str(state.get('imageName')))}"
@@ -169,6 +178,15 @@ class AzureMocks(pulumi.runtime.Mocks):
                 "subscriptionId": MOCK_SUBSCRIPTION,
                 "tenantId": MOCK_TENANT,
             }, []
+        if args.token == "azure-native:containerservice:listManagedClusterAdminCredentials":
+            name = args.args.get("resourceName", "cluster")
+            kubeconfig = f"apiVersion: v1\nkind: Config\nclusters: [{{name: {name}, cluster: {{server: 'https://{name}.example.invalid'}}}}]\n"
+            return {"kubeconfigs": [{"name": "clusterAdmin", "value": base64.b64encode(kubeconfig.encode()).decode()}]}, []
+        if args.token == "azure-native:containerservice:getManagedCluster":
+            name = args.args.get("resourceName", "cluster")
+            return {"name": name, "location": self.location, "identityProfile": {"kubeletidentity": {
+                "objectId": _short_hash("kubelet", name)[:32], "clientId": _short_hash("kc", name)[:32],
+                "resourceId": f"/subscriptions/{MOCK_SUBSCRIPTION}/kubelet/{name}"}}}, []
         return {}, []
 
 

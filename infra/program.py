@@ -8,6 +8,8 @@ from typing import Any
 import pulumi
 
 from components.aci_service import AciService, AciServiceArgs
+from components.aks_cluster import AksCluster, AksClusterArgs
+from components.aks_service import AksService, AksServiceArgs
 from components.bundle import BundledModel
 from components.image import ScoringImage, ScoringImageArgs
 from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs, LocalService, LocalServiceArgs
@@ -15,7 +17,7 @@ from components.model import RegisteredModel, RegisteredModelArgs, content_versi
 from components.naming import Kind, azure_name
 from components.workspace import Workspace, WorkspaceArgs
 from infra import config
-from infra.config import AciServiceConfig, LocalServiceConfig, ServiceConfig, StackConfig
+from infra.config import AciServiceConfig, AksServiceConfig, LocalServiceConfig, ServiceConfig, StackConfig
 
 BUILD_ROOT = Path(".ml-deploy") / "build"
 """Generated image build contexts, relative to the project root."""
@@ -125,10 +127,61 @@ def main_azure(cfg: StackConfig) -> None:
             ),
         )
 
+    clusters: dict[str, AksCluster] = {}
+    for c in cfg.aks_clusters:
+        clusters[c.name] = AksCluster(
+            c.name,
+            AksClusterArgs(
+                cluster_name=c.attach.cluster_name if c.attach else azure_name(Kind.AKS_CLUSTER, ws_cfg.name, stack, c.name),
+                resource_group_name=workspace.resource_group_name,
+                registry_id=workspace.registry_id,
+                subscription_id=workspace.subscription_id,
+                log_analytics_workspace_id=workspace.log_analytics_workspace_id,
+                agent_count=c.agent_count,
+                vm_size=c.vm_size,
+                cluster_purpose=c.cluster_purpose,
+                protect=ws_cfg.protect,
+                attach_resource_group=c.attach.resource_group if c.attach else None,
+            ),
+        )
+
     services: dict[str, dict[str, Any]] = {}
     for svc in cfg.services:
         image = images[svc.image]
-        if isinstance(svc, AciServiceConfig):
+        if isinstance(svc, AksServiceConfig):
+            cluster = clusters[svc.cluster]
+            namespace = cluster.namespace(svc.namespace)
+            aks = AksService(
+                svc.name,
+                AksServiceArgs(
+                    namespace=namespace.metadata.name,
+                    image_ref=image.image_ref,
+                    provider=cluster.provider,
+                    cpu_cores=svc.cpu_cores,
+                    memory_gb=svc.memory_gb,
+                    gpu_cores=svc.gpu_cores,
+                    autoscale=svc.autoscale,
+                    autoscale_min_replicas=svc.autoscale_min_replicas,
+                    autoscale_max_replicas=svc.autoscale_max_replicas,
+                    autoscale_target_utilization=svc.autoscale_target_utilization,
+                    num_replicas=svc.num_replicas,
+                    auth_enabled=svc.auth_enabled,
+                    primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
+                    secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
+                    app_insights_connection_string=(
+                        workspace.app_insights_connection_string if svc.enable_app_insights else None
+                    ),
+                    scoring_timeout_ms=svc.scoring_timeout_ms,
+                    replica_max_concurrent_requests=svc.replica_max_concurrent_requests,
+                    period_seconds=svc.period_seconds,
+                    initial_delay_seconds=svc.initial_delay_seconds,
+                    timeout_seconds=svc.timeout_seconds,
+                    success_threshold=svc.success_threshold,
+                    failure_threshold=svc.failure_threshold,
+                ),
+            )
+            services[svc.name] = _service_outputs(svc, aks)
+        elif isinstance(svc, AciServiceConfig):
             aci = AciService(
                 svc.name,
                 AciServiceArgs(
@@ -164,7 +217,7 @@ def main_azure(cfg: StackConfig) -> None:
     )
 
 
-def _service_outputs(svc: ServiceConfig, deployed: AciService | LocalService) -> dict[str, Any]:
+def _service_outputs(svc: ServiceConfig, deployed: AciService | AksService | LocalService) -> dict[str, Any]:
     """What a caller needs of a service: where it answers and its keys (secrets)."""
     outputs: dict[str, Any] = {
         "target": svc.target,
@@ -173,7 +226,7 @@ def _service_outputs(svc: ServiceConfig, deployed: AciService | LocalService) ->
         "swagger_uri": deployed.swagger_uri,
         "primary_key": deployed.primary_key,
     }
-    if isinstance(deployed, AciService):
+    if isinstance(deployed, (AciService, AksService)):
         outputs["secondary_key"] = deployed.secondary_key
     return outputs
 

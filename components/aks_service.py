@@ -1,0 +1,209 @@
+"""A model web service on AKS: Deployment, Service, autoscaling or fixed replicas, keys as a Secret."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import TOKEN_PREFIX
+from components.image import SERVING_PORT
+from serving import settings as runtime
+
+KEYS_SECRET_FIELD = "auth-keys"
+INSIGHTS_SECRET_FIELD = "app-insights"
+
+
+@dataclass(frozen=True)
+class AksServiceArgs:
+    """Inputs of an AksService."""
+
+    namespace: pulumi.Input[str]
+    image_ref: pulumi.Input[str]
+    provider: k8s.Provider
+    cpu_cores: float = 0.1
+    memory_gb: float = 0.5
+    gpu_cores: int = 0
+    autoscale: bool = True
+    autoscale_min_replicas: int = 1
+    autoscale_max_replicas: int = 10
+    autoscale_target_utilization: int = 70
+    num_replicas: Optional[int] = None
+    auth_enabled: bool = True
+    primary_key: Optional[pulumi.Input[str]] = None
+    """Secret; generated when absent."""
+    secondary_key: Optional[pulumi.Input[str]] = None
+    app_insights_connection_string: Optional[pulumi.Input[str]] = None
+    scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
+    replica_max_concurrent_requests: int = 1
+    period_seconds: int = 10
+    initial_delay_seconds: int = 310
+    timeout_seconds: int = 2
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+class AksService(pulumi.ComponentResource):
+    """A scoring image as a Kubernetes Deployment behind a LoadBalancer Service.
+
+    A new image only rolls the Deployment (never below the ready count); the Service, the
+    autoscaler and the cluster stay as they are.
+    """
+
+    scoring_uri: pulumi.Output[str]
+    swagger_uri: pulumi.Output[str]
+    primary_key: pulumi.Output[str]
+    secondary_key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AksServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TOKEN_PREFIX}:AksService", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ml-deploy"}
+        meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
+
+        secret_data: dict[str, pulumi.Input[str]] = {}
+        if args.auth_enabled:
+            # `is None`, not `or`: an Output's truthiness says nothing about its value.
+            primary = args.primary_key if args.primary_key is not None else random.RandomPassword(
+                f"{name}-primary-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+            ).result
+            secondary = args.secondary_key if args.secondary_key is not None else random.RandomPassword(
+                f"{name}-secondary-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+            ).result
+            self.primary_key = pulumi.Output.secret(primary)
+            self.secondary_key = pulumi.Output.secret(secondary)
+            secret_data[KEYS_SECRET_FIELD] = pulumi.Output.concat(primary, ",", secondary)
+        else:
+            self.primary_key = pulumi.Output.secret("")
+            self.secondary_key = pulumi.Output.secret("")
+        if args.app_insights_connection_string is not None:
+            secret_data[INSIGHTS_SECRET_FIELD] = args.app_insights_connection_string
+
+        env = [
+            k8s.core.v1.EnvVarArgs(name=runtime.PORT, value=str(SERVING_PORT)),
+            k8s.core.v1.EnvVarArgs(name=runtime.WORKER_COUNT, value=str(max(1, math.floor(args.cpu_cores)))),
+            k8s.core.v1.EnvVarArgs(name=runtime.SCORING_TIMEOUT_MS, value=str(args.scoring_timeout_ms)),
+            k8s.core.v1.EnvVarArgs(
+                name=runtime.MAX_CONCURRENT_REQUESTS, value=str(args.replica_max_concurrent_requests)
+            ),
+        ]
+        if secret_data:
+            secret = k8s.core.v1.Secret(
+                f"{name}-secret",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-keys", namespace=args.namespace, labels=labels),
+                type="Opaque",
+                string_data=pulumi.Output.secret(secret_data),
+                opts=on_cluster,
+            )
+            for field, var in ((KEYS_SECRET_FIELD, runtime.AUTH_KEYS), (INSIGHTS_SECRET_FIELD, runtime.APP_INSIGHTS)):
+                if field in secret_data:
+                    env.append(k8s.core.v1.EnvVarArgs(
+                        name=var,
+                        value_from=k8s.core.v1.EnvVarSourceArgs(
+                            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret.metadata.name, key=field)
+                        ),
+                    ))
+
+        def probe(path: str) -> k8s.core.v1.ProbeArgs:
+            return k8s.core.v1.ProbeArgs(
+                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT),
+                initial_delay_seconds=args.initial_delay_seconds,
+                period_seconds=args.period_seconds,
+                timeout_seconds=args.timeout_seconds,
+                success_threshold=args.success_threshold,
+                failure_threshold=args.failure_threshold,
+            )
+
+        memory = f"{math.ceil(args.memory_gb * 1024)}Mi"
+        requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory}
+        limits = dict(requests)
+        if args.gpu_cores:
+            limits["nvidia.com/gpu"] = str(args.gpu_cores)
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta,
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                # With autoscaling the HPA owns the replica count; a fixed count here would fight it.
+                replicas=None if args.autoscale else (args.num_replicas or 1),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                # Never below the ready count while a new image rolls out.
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="scoring",
+                                image=args.image_ref,
+                                ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=SERVING_PORT)],
+                                env=env,
+                                resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits),
+                                liveness_probe=probe(runtime.LIVENESS_PATH),
+                                readiness_probe=probe(runtime.READINESS_PATH),
+                                security_context=k8s.core.v1.SecurityContextArgs(allow_privilege_escalation=False),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            opts=on_cluster,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta,
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="LoadBalancer",
+                selector=labels,
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=SERVING_PORT)],
+            ),
+            opts=on_cluster,
+        )
+        if args.autoscale:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata=meta,
+                spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                    scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                        api_version="apps/v1", kind="Deployment", name=deployment.metadata.name
+                    ),
+                    min_replicas=args.autoscale_min_replicas,
+                    max_replicas=args.autoscale_max_replicas,
+                    metrics=[
+                        k8s.autoscaling.v2.MetricSpecArgs(
+                            type="Resource",
+                            resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                                name="cpu",
+                                target=k8s.autoscaling.v2.MetricTargetArgs(
+                                    type="Utilization", average_utilization=args.autoscale_target_utilization
+                                ),
+                            ),
+                        )
+                    ],
+                ),
+                opts=on_cluster,
+            )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta,
+            # One pod at a time through node drains, which also lets a one-replica service drain.
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels)
+            ),
+            opts=on_cluster,
+        )
+
+        address = service.status.apply(
+            lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname or "")
+            if s and s.load_balancer and s.load_balancer.ingress else ""
+        )
+        self.scoring_uri = pulumi.Output.concat("http://", address, runtime.SCORE_PATH)
+        self.swagger_uri = pulumi.Output.concat("http://", address, runtime.SWAGGER_PATH)
+        self.register_outputs({"scoring_uri": self.scoring_uri, "primary_key": self.primary_key})
