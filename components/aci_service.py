@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_random as random
 from pulumi_azure_native import authorization, containerinstance, managedidentity
 
 from components import TOKEN_PREFIX
+from components.keys import service_keys
 from components.roles import ACR_PULL, role_definition_id
 from serving import settings as runtime
 
@@ -81,16 +81,11 @@ class AciService(pulumi.ComponentResource):
             ),
         ]
         if args.auth_enabled:
-            keys = [
-                random.RandomPassword(f"{name}-{which}-key", length=32, special=False, opts=child)
-                for which in ("primary", "secondary")
-            ]
-            self.primary_key = pulumi.Output.secret(keys[0].result)
-            self.secondary_key = pulumi.Output.secret(keys[1].result)
+            self.primary_key, self.secondary_key = service_keys(name, self)
             env.append(
                 containerinstance.EnvironmentVariableArgs(
                     name=runtime.AUTH_KEYS,
-                    secure_value=pulumi.Output.concat(keys[0].result, ",", keys[1].result),
+                    secure_value=pulumi.Output.concat(self.primary_key, ",", self.secondary_key),
                 )
             )
         else:

@@ -8,10 +8,9 @@ from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
-
 from components import TOKEN_PREFIX
 from components.image import SERVING_PORT
+from components.keys import service_keys
 from serving import settings as runtime
 
 KEYS_SECRET_FIELD = "auth-keys"
@@ -67,16 +66,8 @@ class AksService(pulumi.ComponentResource):
 
         secret_data: dict[str, pulumi.Input[str]] = {}
         if args.auth_enabled:
-            # `is None`, not `or`: an Output's truthiness says nothing about its value.
-            primary = args.primary_key if args.primary_key is not None else random.RandomPassword(
-                f"{name}-primary-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
-            ).result
-            secondary = args.secondary_key if args.secondary_key is not None else random.RandomPassword(
-                f"{name}-secondary-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
-            ).result
-            self.primary_key = pulumi.Output.secret(primary)
-            self.secondary_key = pulumi.Output.secret(secondary)
-            secret_data[KEYS_SECRET_FIELD] = pulumi.Output.concat(primary, ",", secondary)
+            self.primary_key, self.secondary_key = service_keys(name, self, args.primary_key, args.secondary_key)
+            secret_data[KEYS_SECRET_FIELD] = pulumi.Output.concat(self.primary_key, ",", self.secondary_key)
         else:
             self.primary_key = pulumi.Output.secret("")
             self.secondary_key = pulumi.Output.secret("")
