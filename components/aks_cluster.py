@@ -38,6 +38,13 @@ def _kubelet_object_id(profile: Optional[dict[str, Any]]) -> str:
     return str(object_id)
 
 
+def _issuer_url(profile: Any) -> str:
+    url = getattr(profile, "issuer_url", None)
+    if not url:
+        raise ValueError("the cluster has no OIDC issuer; enable it (and workload identity) for model data collection")
+    return str(url)
+
+
 def _decode_kubeconfig(value: str) -> str:
     return base64.b64decode(value).decode("utf-8")
 
@@ -49,6 +56,8 @@ class AksCluster(pulumi.ComponentResource):
     provider: k8s.Provider
     """The explicit Kubernetes provider for this cluster."""
     kubelet_object_id: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    """The cluster's OIDC issuer, for workload identity federation."""
 
     def __init__(self, name: str, args: AksClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AksCluster", name, None, opts)
@@ -74,6 +83,12 @@ class AksCluster(pulumi.ComponentResource):
                     )
                 ],
                 enable_rbac=True,
+                # Workload identity: pods get Azure tokens for their own managed identity (model
+                # data collection) instead of sharing node credentials.
+                oidc_issuer_profile=containerservice.ManagedClusterOIDCIssuerProfileArgs(enabled=True),
+                security_profile=containerservice.ManagedClusterSecurityProfileArgs(
+                    workload_identity=containerservice.ManagedClusterSecurityProfileWorkloadIdentityArgs(enabled=True)
+                ),
                 # Container logs and metrics go to the workspace's Log Analytics.
                 addon_profiles={
                     "omsagent": containerservice.ManagedClusterAddonProfileArgs(
@@ -87,6 +102,7 @@ class AksCluster(pulumi.ComponentResource):
             cluster_name: pulumi.Input[str] = cluster.name
             resource_group: pulumi.Input[str] = args.resource_group_name
             profile: pulumi.Output[Any] = cluster.identity_profile
+            oidc: pulumi.Output[Any] = cluster.oidc_issuer_profile
         else:
             existing = containerservice.get_managed_cluster_output(
                 resource_group_name=args.attach_resource_group, resource_name=args.cluster_name, opts=invoke
@@ -94,8 +110,10 @@ class AksCluster(pulumi.ComponentResource):
             cluster_name = existing.name
             resource_group = args.attach_resource_group
             profile = existing.identity_profile
+            oidc = existing.oidc_issuer_profile
 
         self.kubelet_object_id = profile.apply(_kubelet_object_id)
+        self.oidc_issuer_url = oidc.apply(_issuer_url)
         authorization.RoleAssignment(
             f"{name}-acrpull",
             principal_id=self.kubelet_object_id,

@@ -8,13 +8,30 @@ from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_azure_native import authorization, managedidentity
+
 from components import TOKEN_PREFIX
 from components.image import SERVING_PORT
 from components.keys import service_keys
+from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
 from serving import settings as runtime
 
+WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
 INSIGHTS_SECRET_FIELD = "app-insights"
+
+
+@dataclass(frozen=True)
+class ModelDataCollection:
+    """Where a service's collected inputs and predictions go, and what its identity needs."""
+
+    resource_group_name: pulumi.Input[str]
+    subscription_id: pulumi.Input[str]
+    storage_account_id: pulumi.Input[str]
+    blob_endpoint: pulumi.Input[str]
+    container_name: pulumi.Input[str]
+    oidc_issuer_url: pulumi.Input[str]
+    """The cluster's OIDC issuer, which the identity trusts for the service's Kubernetes account."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,8 @@ class AksServiceArgs:
     timeout_seconds: int = 2
     success_threshold: int = 1
     failure_threshold: int = 3
+    collection: Optional[ModelDataCollection] = None
+    """Model data collection (the config's `collect_model_data`)."""
 
 
 class AksService(pulumi.ComponentResource):
@@ -99,6 +118,18 @@ class AksService(pulumi.ComponentResource):
                         ),
                     ))
 
+        pod_labels = dict(labels)
+        service_account: Optional[pulumi.Input[str]] = None
+        if args.collection is not None:
+            service_account = self._collection_identity(name, args, labels)
+            # Only on the pods, not in the selector: the webhook injects the federated token.
+            pod_labels["azure.workload.identity/use"] = "true"
+            env += [
+                k8s.core.v1.EnvVarArgs(name=runtime.COLLECT_ACCOUNT_URL, value=args.collection.blob_endpoint),
+                k8s.core.v1.EnvVarArgs(name=runtime.COLLECT_CONTAINER, value=args.collection.container_name),
+                k8s.core.v1.EnvVarArgs(name=runtime.COLLECT_PREFIX, value=name),
+            ]
+
         def probe(path: str) -> k8s.core.v1.ProbeArgs:
             return k8s.core.v1.ProbeArgs(
                 http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT),
@@ -127,8 +158,9 @@ class AksService(pulumi.ComponentResource):
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
                     spec=k8s.core.v1.PodSpecArgs(
+                        service_account_name=service_account,
                         security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
                         containers=[
                             k8s.core.v1.ContainerArgs(
@@ -198,3 +230,43 @@ class AksService(pulumi.ComponentResource):
         self.scoring_uri = pulumi.Output.concat("http://", address, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat("http://", address, runtime.SWAGGER_PATH)
         self.register_outputs({"scoring_uri": self.scoring_uri, "primary_key": self.primary_key})
+
+    def _collection_identity(self, name: str, args: AksServiceArgs, labels: dict[str, str]) -> pulumi.Output[str]:
+        """A managed identity for the pods, federated to their service account, allowed to write
+        blobs in the collection container only; returns the service account's name."""
+        collection = args.collection
+        assert collection is not None
+        child = pulumi.ResourceOptions(parent=self)
+        identity = managedidentity.UserAssignedIdentity(
+            f"{name}-collector", resource_name_=f"{name}-collector",
+            resource_group_name=collection.resource_group_name, opts=child,
+        )
+        managedidentity.FederatedIdentityCredential(
+            f"{name}-federation",
+            federated_identity_credential_resource_name=name,
+            resource_name_=identity.name,
+            resource_group_name=collection.resource_group_name,
+            issuer=collection.oidc_issuer_url,
+            subject=pulumi.Output.concat("system:serviceaccount:", args.namespace, ":", name),
+            audiences=[WORKLOAD_IDENTITY_AUDIENCE],
+            opts=child,
+        )
+        authorization.RoleAssignment(
+            f"{name}-collector-blob",
+            principal_id=identity.principal_id,
+            principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+            role_definition_id=role_definition_id(collection.subscription_id, STORAGE_BLOB_DATA_CONTRIBUTOR),
+            scope=pulumi.Output.concat(
+                collection.storage_account_id, "/blobServices/default/containers/", collection.container_name
+            ),
+            opts=child,
+        )
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-account",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels=labels,
+                annotations={"azure.workload.identity/client-id": identity.client_id},
+            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider),
+        )
+        return account.metadata.name

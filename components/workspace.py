@@ -21,6 +21,8 @@ from components.naming import Kind, azure_name
 
 MODELS_CONTAINER = "models"
 """Blob container, in the workspace storage, that holds registered model files."""
+MODEL_DATA_CONTAINER = "modeldata"
+"""Blob container, in the workspace storage, that receives collected inputs and predictions."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Workspace(pulumi.ComponentResource):
     """The storage account's primary blob endpoint (`https://<account>.blob.core.windows.net/`)."""
     models_container_name: pulumi.Output[str]
     """The blob container holding registered model files."""
+    model_data_container_name: pulumi.Output[str]
+    """The blob container receiving model data collected by services."""
     storage_account_id: pulumi.Output[str]
     """The storage account's resource id (scope for data-plane role assignments)."""
     registry_id: pulumi.Output[str]
@@ -91,6 +95,14 @@ class Workspace(pulumi.ComponentResource):
         models = storage.BlobContainer(
             f"{name}-models",
             container_name=MODELS_CONTAINER,
+            account_name=account.name,
+            resource_group_name=rg,
+            public_access=storage.PublicAccess.NONE,
+            opts=stateful,
+        )
+        model_data = storage.BlobContainer(
+            f"{name}-modeldata",
+            container_name=MODEL_DATA_CONTAINER,
             account_name=account.name,
             resource_group_name=rg,
             public_access=storage.PublicAccess.NONE,
@@ -161,6 +173,7 @@ class Workspace(pulumi.ComponentResource):
         self.storage_account_id = account.id
         self.blob_endpoint = account.primary_endpoints.blob
         self.models_container_name = models.name
+        self.model_data_container_name = model_data.name
         self.registry_id = registry.id
         self.registry_login_server = registry.login_server
         self.app_insights_connection_string = pulumi.Output.secret(insights.connection_string)

@@ -301,9 +301,6 @@ def _aks_service_problems(i: int, svc: AksServiceConfig, clusters: set[str]) -> 
     if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
         problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
                         f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
-    if svc.collect_model_data:
-        # The runtime does not record inputs and predictions yet; accepting the flag would be a lie.
-        problems.append(f"{path}.collect_model_data: model data collection is not implemented yet; remove it or set false")
     if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
         problems.append(f"{path}.secondary_key: must differ from primary_key")
     return problems

@@ -158,6 +158,7 @@ class AzureMocks(pulumi.runtime.Mocks):
             state["identityProfile"] = {"kubeletidentity": {
                 "objectId": _short_hash("kubelet", physical)[:32], "clientId": _short_hash("kc", physical)[:32]}}
             state["fqdn"] = f"{physical}.hcp.{self.location}.azmk8s.io"
+            state["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{self.location}.oic.prod-aks.azure.com/{physical}/"}
         elif t == "kubernetes:core/v1:Service":
             state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
         elif t == "docker:index/image:Image":
@@ -184,7 +185,9 @@ class AzureMocks(pulumi.runtime.Mocks):
             return {"kubeconfigs": [{"name": "clusterAdmin", "value": base64.b64encode(kubeconfig.encode()).decode()}]}, []
         if args.token == "azure-native:containerservice:getManagedCluster":
             name = args.args.get("resourceName", "cluster")
-            return {"name": name, "location": self.location, "identityProfile": {"kubeletidentity": {
+            return {"name": name, "location": self.location,
+                    "oidcIssuerProfile": {"enabled": True, "issuerURL": f"https://{self.location}.oic.prod-aks.azure.com/{name}/"},
+                    "identityProfile": {"kubeletidentity": {
                 "objectId": _short_hash("kubelet", name)[:32], "clientId": _short_hash("kc", name)[:32],
                 "resourceId": f"/subscriptions/{MOCK_SUBSCRIPTION}/kubelet/{name}"}}}, []
         return {}, []

@@ -9,7 +9,7 @@ import pulumi
 
 from components.aci_service import AciService, AciServiceArgs
 from components.aks_cluster import AksCluster, AksClusterArgs
-from components.aks_service import AksService, AksServiceArgs
+from components.aks_service import AksService, AksServiceArgs, ModelDataCollection
 from components.bundle import BundledModel
 from components.image import ScoringImage, ScoringImageArgs
 from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs, LocalService, LocalServiceArgs
@@ -178,6 +178,14 @@ def main_azure(cfg: StackConfig) -> None:
                     timeout_seconds=svc.timeout_seconds,
                     success_threshold=svc.success_threshold,
                     failure_threshold=svc.failure_threshold,
+                    collection=ModelDataCollection(
+                        resource_group_name=workspace.resource_group_name,
+                        subscription_id=workspace.subscription_id,
+                        storage_account_id=workspace.storage_account_id,
+                        blob_endpoint=workspace.blob_endpoint,
+                        container_name=workspace.model_data_container_name,
+                        oidc_issuer_url=cluster.oidc_issuer_url,
+                    ) if svc.collect_model_data else None,
                 ),
             )
             services[svc.name] = _service_outputs(svc, aks)

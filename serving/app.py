@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Optional
 
 from serving import settings as names
+from serving.collector import Collector
 from serving.script import BadInput, ScoringScript, as_response, format_exception, to_json
 from serving.settings import Settings
 
@@ -39,9 +40,10 @@ class _TooLarge(Exception):
 class ScoringApp:
     """ASGI app serving `/score`, `/`, `/ready` and `/swagger.json` for one script."""
 
-    def __init__(self, settings: Settings, script: ScoringScript):
+    def __init__(self, settings: Settings, script: ScoringScript, collector: Optional[Collector] = None):
         self.settings = settings
         self.script = script
+        self.collector = collector
         # One thread runs init() and then every run(): scripts written for Azure ML assume one
         # caller at a time per worker, and a thread (not the event loop) lets a timeout answer.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
@@ -77,6 +79,9 @@ class ScoringApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.executor.shutdown(wait=False, cancel_futures=True)
+                if self.collector is not None:
+                    # Off the loop: the last flush does network I/O.
+                    await asyncio.get_running_loop().run_in_executor(None, self.collector.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -192,6 +197,8 @@ class ScoringApp:
             await reply.error(500, str(err), [(b"x-ms-run-function-failed", b"True")])
             return
         await reply.send(200, payload, [(b"x-ms-run-duration-ms", elapsed)])
+        if self.collector is not None:
+            self.collector.record(reply.request_id, body, payload)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

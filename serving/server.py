@@ -19,6 +19,7 @@ import uvicorn
 
 from serving import settings as names
 from serving.app import INIT_FAILED_EXIT, ScoringApp
+from serving.collector import from_environ as collector_from_environ
 from serving.script import ScoringScript, ScriptLoadError, format_exception
 from serving.settings import Settings, from_environ
 
@@ -73,7 +74,8 @@ def _worker(settings: Settings, sock: socket.socket) -> None:
         log.error("cannot load %s: %s\n%s", settings.entry_script, err,
                   format_exception(err.__cause__) if err.__cause__ else "")
         sys.exit(INIT_FAILED_EXIT)
-    app = ScoringApp(settings, script)
+    # Each worker has its own collector: its thread and blob name must not be shared across a fork.
+    app = ScoringApp(settings, script, collector_from_environ())
     config = uvicorn.Config(
         app,
         lifespan="on",

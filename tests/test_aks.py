@@ -28,7 +28,8 @@ def aks(config):
     config["ml-deploy:services"] += [
         {"name": "diabetes-aks", "image": "diabetes", "target": "aks", "cluster": "prod", "cpu_cores": 0.5,
          "memory_gb": 1, "autoscale_enabled": True, "autoscale_min_replicas": 1, "autoscale_max_replicas": 10,
-         "autoscale_target_utilization": 70, "auth_enabled": True, "enable_app_insights": True},
+         "autoscale_target_utilization": 70, "auth_enabled": True, "enable_app_insights": True,
+         "collect_model_data": True},
         {"name": "diabetes-shared", "image": "diabetes", "target": "aks", "cluster": "shared", "num_replicas": 2,
          "gpu_cores": 1, "period_seconds": 5, "initial_delay_seconds": 20},
     ]
@@ -81,9 +82,39 @@ def test_min_replicas_above_max(aks):
     assert_rejected(aks, "services[1].autoscale_min_replicas", "must not exceed")
 
 
-def test_model_data_collection_is_refused_until_implemented(aks):
-    aks["ml-deploy:services"][1]["collect_model_data"] = True
-    assert_rejected(aks, "services[1].collect_model_data", "not implemented yet")
+def test_model_data_collection_uses_a_federated_identity_on_its_container(aks, run):
+    rec = run(aks)
+    identity = rec.by_name("azure-native:managedidentity:UserAssignedIdentity", "diabetes-aks-collector")
+    federation = rec.by_name("azure-native:managedidentity:FederatedIdentityCredential", "diabetes-aks-federation")
+    cluster = rec.of_type(CLUSTER)[0]
+    assert federation.inputs["issuer"] == cluster.outputs["oidcIssuerProfile"]["issuerURL"]
+    assert federation.inputs["subject"] == "system:serviceaccount:ml-deploy:diabetes-aks"
+    assert federation.inputs["audiences"] == ["api://AzureADTokenExchange"]
+    grant = rec.by_name(ROLE, "diabetes-aks-collector-blob")
+    assert grant.inputs["principalId"] == identity.outputs["principalId"]
+    assert grant.inputs["roleDefinitionId"].endswith("ba92f5b4-2d11-453d-a403-e96b0029c9fe")
+    assert grant.inputs["scope"].endswith("/blobServices/default/containers/modeldata")
+    account = rec.by_name("kubernetes:core/v1:ServiceAccount", "diabetes-aks-account")
+    assert account.inputs["metadata"]["annotations"]["azure.workload.identity/client-id"] == identity.outputs["clientId"]
+    pod = rec.by_name(DEPLOYMENT, "diabetes-aks-deployment").inputs["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == "diabetes-aks"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MODEL_DATA_COLLECTION_CONTAINER"] == "modeldata"
+    assert env["MODEL_DATA_COLLECTION_ACCOUNT_URL"].endswith(".blob.core.windows.net/")
+
+
+def test_created_clusters_enable_workload_identity(aks, run):
+    cluster = run(aks).of_type(CLUSTER)[0].inputs
+    assert cluster["oidcIssuerProfile"] == {"enabled": True}
+    assert cluster["securityProfile"]["workloadIdentity"] == {"enabled": True}
+
+
+def test_no_collection_no_identity(aks, run):
+    rec = run(aks)
+    assert not [r for r in rec.resources if r.name.startswith("diabetes-shared-collector")]
+    pod = rec.by_name(DEPLOYMENT, "diabetes-shared-deployment").inputs["spec"]["template"]
+    assert "azure.workload.identity/use" not in pod["metadata"]["labels"]
 
 
 # ---- the cluster -------------------------------------------------------------------------------
