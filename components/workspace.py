@@ -92,21 +92,17 @@ class Workspace(pulumi.ComponentResource):
             enable_https_traffic_only=True,
             opts=stateful,
         )
-        models = storage.BlobContainer(
-            f"{name}-models",
-            container_name=MODELS_CONTAINER,
-            account_name=account.name,
-            resource_group_name=rg,
-            public_access=storage.PublicAccess.NONE,
-            opts=stateful,
-        )
-        model_data = storage.BlobContainer(
-            f"{name}-modeldata",
-            container_name=MODEL_DATA_CONTAINER,
-            account_name=account.name,
-            resource_group_name=rg,
-            public_access=storage.PublicAccess.NONE,
-            opts=stateful,
+        # Private containers: registered model files, and data collected from services.
+        models, model_data = (
+            storage.BlobContainer(
+                f"{name}-{container}",
+                container_name=container,
+                account_name=account.name,
+                resource_group_name=rg,
+                public_access=storage.PublicAccess.NONE,
+                opts=stateful,
+            )
+            for container in (MODELS_CONTAINER, MODEL_DATA_CONTAINER)
         )
         vault = keyvault.Vault(
             f"{name}-vault",
