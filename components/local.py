@@ -274,9 +274,8 @@ class _ServiceProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         _stop(int(olds["pid"]), int(olds["bound_port"]))
         port = int(news["port"]) or int(olds["bound_port"])
-        key = olds.get("primary_key") or "" if news["auth_enabled"] else ""
-        if news["auth_enabled"] and not key:
-            key = secrets.token_urlsafe(32)
+        # The key survives restarts, so clients keep working; one is made if auth was just turned on.
+        key = (olds.get("primary_key") or secrets.token_urlsafe(32)) if news["auth_enabled"] else ""
         pid = _start(news, port, key)
         return UpdateResult(outs=_outputs(news, pid, port, key))
 
