@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from pulumi_azure_native import authorization, managedidentity
 
 from components import TOKEN_PREFIX
-from components.image import SERVING_PORT
+from components.bundle import SERVING_PORT
 from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
 from serving import settings as runtime

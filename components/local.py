@@ -25,7 +25,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import TOKEN_PREFIX
-from components.bundle import APP_DIR, SCRIPT_NAME, BundledModel, bundle_sources, content_tag, model_dir, write_bundle
+from components.bundle import APP_DIR, SCRIPT_NAME, Source, content_tag, model_dir, scoring_bundle, write_bundle
+from components.model import BundledModel
 from serving import settings as runtime
 
 READY_TIMEOUT_S = 120
@@ -121,8 +122,10 @@ class _BundleProvider(_FolderProvider):
         return (path / ".complete").exists()
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        files = {PurePosixPath(rel): Path(src).read_bytes() for rel, src in props["sources"]}
-        path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], files)
+        sources: dict[PurePosixPath, Source] = {
+            PurePosixPath(rel): Path(value) if kind == "file" else value for rel, kind, value in props["sources"]
+        }
+        path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], sources)
         return CreateResult(id_=str(path), outs={**props, "path": str(path)})
 
 
@@ -142,6 +145,8 @@ class LocalImageArgs:
     conda_file: Path
     models: list[BundledModel]
     runtime_root: Path
+    base_image: str
+    """Only part of the generated Dockerfile here; it keeps the tag equal to the container image's."""
     depends_on: list[pulumi.Resource]
     """The registered models, so a bundle never exists before its models are registered."""
 
@@ -158,13 +163,17 @@ class LocalImage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: LocalImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TOKEN_PREFIX}:LocalImage", name, None, opts)
-        sources = bundle_sources(args.execution_script, args.conda_file, args.models, args.runtime_root)
-        self.tag = content_tag({rel: path.read_bytes() for rel, path in sources.items()})
+        sources = scoring_bundle(
+            args.execution_script, args.conda_file, args.models, args.runtime_root, args.base_image
+        )
+        self.tag = content_tag(sources)
         self.model_dir = str(model_dir(args.models))
         bundle = _LocalBundle(
             f"{name}-bundle",
             {"store": args.store, "image": name, "tag": self.tag,
-             "sources": [[str(rel), str(path.resolve())] for rel, path in sorted(sources.items())]},
+             # Plain data for the provider process: a file's absolute path, or generated text.
+             "sources": [[str(rel), "file", str(src.resolve())] if isinstance(src, Path) else [str(rel), "text", src]
+                         for rel, src in sorted(sources.items())]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.path = bundle.path

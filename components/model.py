@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,21 +34,48 @@ def model_files(path: Path) -> list[ModelFile]:
     return [ModelFile(p, PurePosixPath(path.name, *p.relative_to(path).parts)) for p in files]
 
 
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> bytes:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def file_sha256(path: Path) -> bytes:
+    """SHA-256 of a file, streamed (models can be large) and computed once per program run
+    however many versions and bundles include the file."""
+    stat = path.stat()
+    return _file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
 def content_version(files: list[ModelFile]) -> str:
     """The model version: a digest of its files' names and bytes, so the same bytes give the same version."""
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative).encode() + b"\0")
-        digest.update(hashlib.sha256(f.source.read_bytes()).digest())
+        digest.update(file_sha256(f.source))
     return digest.hexdigest()[:VERSION_LEN]
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model's content: its name, its content version and its files."""
+
+    name: str
+    version: str
+    files: list[ModelFile]
+
+    @classmethod
+    def from_path(cls, name: str, path: Path) -> "BundledModel":
+        files = model_files(path)
+        return cls(name, content_version(files), files)
 
 
 @dataclass(frozen=True)
 class RegisteredModelArgs:
     """Inputs of a RegisteredModel."""
 
-    path: Path
-    """A model file or folder on this machine."""
+    content: BundledModel
+    """The model's files and content version (`BundledModel.from_path`)."""
     resource_group_name: pulumi.Input[str]
     workspace_name: pulumi.Input[str]
     storage_account_name: pulumi.Input[str]
@@ -67,8 +95,6 @@ class RegisteredModel(pulumi.ComponentResource):
     """The Azure ML model name (the component name)."""
     version: str
     """The registered version: the first 12 hex digits of the model content's SHA-256."""
-    files: list[ModelFile]
-    """The model's files, which scoring images copy to `azureml-models/<model>/<version>/`."""
     model_uri: pulumi.Output[str]
     """Where the registered files live in the workspace storage."""
     version_id: pulumi.Output[str]
@@ -77,8 +103,8 @@ class RegisteredModel(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegisteredModelArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:RegisteredModel", name, None, opts)
         self.model_name = name
-        self.files = model_files(args.path)
-        self.version = content_version(self.files)
+        files = args.content.files
+        self.version = args.content.version
         prefix = f"{name}/{self.version}"
 
         blobs = [
@@ -92,7 +118,7 @@ class RegisteredModel(pulumi.ComponentResource):
                 type=storage.BlobType.BLOCK,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for f in self.files
+            for f in files
         ]
         container = machinelearningservices.ModelContainer(
             f"{name}-container",
@@ -107,7 +133,7 @@ class RegisteredModel(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         # A single file is registered as that file; a folder as the folder.
-        top = self.files[0].relative.parts[0]
+        top = files[0].relative.parts[0]
         self.model_uri = pulumi.Output.concat(args.blob_endpoint, args.models_container_name, "/", prefix, "/", top)
         model_version = machinelearningservices.ModelVersion(
             f"{name}-version",
@@ -120,7 +146,7 @@ class RegisteredModel(pulumi.ComponentResource):
                 model_type="custom_model",
                 description=args.description or None,
                 tags=args.tags,
-                properties={"content_sha256_prefix": self.version, "file_count": str(len(self.files))},
+                properties={"content_sha256_prefix": self.version, "file_count": str(len(files))},
             ),
             # The version is registered only once its files are in storage.
             opts=pulumi.ResourceOptions(parent=self, depends_on=blobs),

@@ -10,10 +10,9 @@ import pulumi
 from components.aci_service import AciService, AciServiceArgs
 from components.aks_cluster import AksCluster, AksClusterArgs
 from components.aks_service import AksService, AksServiceArgs, ModelDataCollection
-from components.bundle import BundledModel
 from components.image import ScoringImage, ScoringImageArgs
 from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs, LocalService, LocalServiceArgs
-from components.model import RegisteredModel, RegisteredModelArgs, content_version, model_files
+from components.model import BundledModel, RegisteredModel, RegisteredModelArgs
 from components.naming import Kind, azure_name
 from components.workspace import Workspace, WorkspaceArgs
 from infra import config
@@ -36,7 +35,7 @@ def main() -> None:
 def main_local(cfg: StackConfig) -> None:
     """The same workflow on this machine: a folder workspace, local bundles, processes on 127.0.0.1."""
     root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
-    bundled = {m.name: _bundled(m.name, m.path) for m in cfg.models}
+    bundled = {m.name: BundledModel.from_path(m.name, m.path) for m in cfg.models}
     models = {
         name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b)) for name, b in bundled.items()
     }
@@ -50,6 +49,7 @@ def main_local(cfg: StackConfig) -> None:
                 conda_file=im.conda_file,
                 models=[bundled[name] for name in im.models],
                 runtime_root=RUNTIME_ROOT,
+                base_image=im.base_image,
                 depends_on=[models[name] for name in im.models],
             ),
         )
@@ -79,11 +79,6 @@ def main_local(cfg: StackConfig) -> None:
     )
 
 
-def _bundled(name: str, path: Path) -> BundledModel:
-    files = model_files(path)
-    return BundledModel(name, content_version(files), files)
-
-
 def main_azure(cfg: StackConfig) -> None:
     """The Azure ML workflow: workspace, registered models, images in the registry, web services."""
     stack = pulumi.get_stack()
@@ -93,12 +88,13 @@ def main_azure(cfg: StackConfig) -> None:
         ws_cfg.name, WorkspaceArgs(base_name=ws_cfg.name, stack=stack, protect=ws_cfg.protect, sku=ws_cfg.sku)
     )
 
+    contents = {m.name: BundledModel.from_path(m.name, m.path) for m in cfg.models}
     models: dict[str, RegisteredModel] = {}
     for m in cfg.models:
         models[m.name] = RegisteredModel(
             m.name,
             RegisteredModelArgs(
-                path=m.path,
+                content=contents[m.name],
                 resource_group_name=workspace.resource_group_name,
                 workspace_name=workspace.workspace_name,
                 storage_account_name=workspace.storage_account_name,
@@ -117,9 +113,7 @@ def main_azure(cfg: StackConfig) -> None:
             ScoringImageArgs(
                 execution_script=im.execution_script,
                 conda_file=im.conda_file,
-                models=[
-                    BundledModel(name, models[name].version, models[name].files) for name in im.models
-                ],
+                models=[contents[name] for name in im.models],
                 registry_login_server=workspace.registry_login_server,
                 runtime_root=RUNTIME_ROOT,
                 build_root=BUILD_ROOT,

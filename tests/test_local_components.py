@@ -25,7 +25,7 @@ def test_bundle_is_tagged_like_the_image_and_waits_for_its_model(config, run):
     assert rec.outputs["images"]["diabetes"] == f"local/diabetes:{bundle.inputs['tag']}"
     assert model.inputs["version"] == rec.outputs["models"]["diabetes-ridge"]["version"]
     assert model.urn in bundle.dependencies
-    sources = dict(bundle.inputs["sources"])
+    sources = {rel for rel, _kind, _value in bundle.inputs["sources"]}
     assert f"app/azureml-models/diabetes-ridge/{model.inputs['version']}/diabetes-ridge.pkl" in sources
 
 
@@ -35,3 +35,9 @@ def test_service_process_serves_the_bundle_with_auth(config, run):
     assert process.inputs["auth_enabled"] is True and process.inputs["port"] == 0
     assert process.inputs["model_dir"].startswith("azureml-models/diabetes-ridge/")
     assert "services.diabetes-local.primary_key" in rec.output_secret_paths
+
+
+def test_local_bundle_has_the_container_images_tag(config, run):
+    container_ref = run(config).outputs["images"]["diabetes"]
+    local_ref = run(local_config(config)).outputs["images"]["diabetes"]
+    assert local_ref.rsplit(":", 1)[1] == container_ref.rsplit(":", 1)[1]
