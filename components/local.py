@@ -53,6 +53,16 @@ class _FolderProvider(ResourceProvider):
         shutil.rmtree(id_, ignore_errors=True)
 
 
+class _Folder(Resource):
+    """A folder managed by a `_FolderProvider`; `path` is where it was written."""
+
+    path: pulumi.Output[str]
+
+    def __init__(self, provider: _FolderProvider, name: str, props: dict[str, Any],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(provider, name, {**props, "path": None}, opts)
+
+
 # ---- model registry ---------------------------------------------------------------------------
 
 class _ModelVersionProvider(_FolderProvider):
@@ -76,13 +86,6 @@ class _ModelVersionProvider(_FolderProvider):
         return CreateResult(id_=path, outs={**props, "path": path})
 
 
-class _LocalModelVersion(Resource):
-    path: pulumi.Output[str]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__(_ModelVersionProvider(), name, {**props, "path": None}, opts)
-
-
 @dataclass(frozen=True)
 class LocalModelArgs:
     """Inputs of a LocalModel."""
@@ -102,7 +105,8 @@ class LocalModel(pulumi.ComponentResource):
         super().__init__(f"{TOKEN_PREFIX}:LocalModel", name, None, opts)
         self.version = args.model.version
         files = [[str(f.source.resolve()), str(f.relative)] for f in args.model.files]
-        resource = _LocalModelVersion(
+        resource = _Folder(
+            _ModelVersionProvider(),
             f"{name}-version",
             {"registry": args.registry, "model": args.model.name, "version": self.version, "files": files},
             opts=pulumi.ResourceOptions(parent=self),
@@ -127,13 +131,6 @@ class _BundleProvider(_FolderProvider):
         }
         path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], sources)
         return CreateResult(id_=str(path), outs={**props, "path": str(path)})
-
-
-class _LocalBundle(Resource):
-    path: pulumi.Output[str]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__(_BundleProvider(), name, {**props, "path": None}, opts)
 
 
 @dataclass(frozen=True)
@@ -168,7 +165,8 @@ class LocalImage(pulumi.ComponentResource):
         )
         self.tag = content_tag(sources)
         self.model_dir = str(model_dir(args.models))
-        bundle = _LocalBundle(
+        bundle = _Folder(
+            _BundleProvider(),
             f"{name}-bundle",
             {"store": args.store, "image": name, "tag": self.tag,
              # Plain data for the provider process: a file's absolute path, or generated text.
