@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 from pulumi_azure_native import authorization, containerservice
 
 from components import TOKEN_PREFIX
+from components.naming import Kind, azure_name
 from components.roles import ACR_PULL, role_definition_id
 
 
@@ -55,6 +56,8 @@ class AksCluster(pulumi.ComponentResource):
 
     provider: k8s.Provider
     """The explicit Kubernetes provider for this cluster."""
+    cluster_name: pulumi.Output[str]
+    """The AKS resource's name."""
     kubelet_object_id: pulumi.Output[str]
     oidc_issuer_url: pulumi.Output[str]
     """The cluster's OIDC issuer, for workload identity federation."""
@@ -68,7 +71,8 @@ class AksCluster(pulumi.ComponentResource):
                 f"{name}-cluster",
                 resource_name_=args.cluster_name,
                 resource_group_name=args.resource_group_name,
-                dns_prefix=args.cluster_name,
+                # Cluster names may hold `_` and run to 63 characters; DNS prefixes may not.
+                dns_prefix=azure_name(Kind.AKS_DNS_PREFIX, args.cluster_name),
                 identity=containerservice.ManagedClusterIdentityArgs(
                     type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED
                 ),
@@ -112,6 +116,7 @@ class AksCluster(pulumi.ComponentResource):
             profile = existing.identity_profile
             oidc = existing.oidc_issuer_profile
 
+        self.cluster_name = pulumi.Output.from_input(cluster_name)
         self.kubelet_object_id = profile.apply(_kubelet_object_id)
         self.oidc_issuer_url = oidc.apply(_issuer_url)
         authorization.RoleAssignment(

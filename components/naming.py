@@ -26,7 +26,8 @@ class NameRule:
 
 
 class Kind(Enum):
-    """Azure resource kinds whose names ml-deploy derives."""
+    """Azure resource kinds whose names ml-deploy derives. Rules checked against MicrosoftDocs/azure-docs
+    articles/azure-resource-manager/management/resource-name-rules.md."""
 
     RESOURCE_GROUP = NameRule(1, 90, r"[A-Za-z0-9_().-]*[A-Za-z0-9_()-]", r"[A-Za-z0-9_().-]", "-", False, False)
     STORAGE_ACCOUNT = NameRule(3, 24, r"[a-z0-9]+", r"[a-z0-9]", "", True, True)
@@ -40,6 +41,9 @@ class Kind(Enum):
     USER_ASSIGNED_IDENTITY = NameRule(3, 128, r"[A-Za-z0-9][A-Za-z0-9_-]*", r"[A-Za-z0-9_-]", "-", False, False)
     BLOB_CONTAINER = NameRule(3, 63, r"[a-z0-9](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, False)
     AKS_CLUSTER = NameRule(1, 63, r"[A-Za-z0-9][A-Za-z0-9_-]*[A-Za-z0-9]", r"[A-Za-z0-9_-]", "-", False, False)
+    # An AKS cluster's DNS prefix: 1-54 letters, digits and hyphens, starting and ending with a letter
+    # or digit (the azurerm provider's kubernetes_cluster `dns_prefix` rule, as the portal enforces it).
+    AKS_DNS_PREFIX = NameRule(1, 54, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", False, False)
     KUBERNETES = NameRule(1, 63, r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", r"[a-z0-9-]", "-", True, False)
 
 

@@ -118,7 +118,11 @@ class Workspace(pulumi.ComponentResource):
                 # Purge protection cannot be turned off again; only protected stacks ask for it.
                 enable_purge_protection=True if args.protect else None,
             ),
-            opts=stateful,
+            # Azure fixes the retention when the vault is created (learn.microsoft.com/azure/key-vault/
+            # general/soft-delete-overview): turning `protect` on later must not try to change it.
+            opts=pulumi.ResourceOptions.merge(
+                stateful, pulumi.ResourceOptions(ignore_changes=["properties.softDeleteRetentionInDays"])
+            ),
         )
         logs = operationalinsights.Workspace(
             f"{name}-logs",

@@ -42,7 +42,8 @@ SWAGGER_PATH = "/swagger.json"
 class Settings:
     """Resolved runtime settings."""
 
-    entry_script: str
+    entry_script: str = ""
+    """Empty in an image's service settings: the image's own environment names its script."""
     model_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -56,18 +57,24 @@ class Settings:
     def environ(self) -> dict[str, str]:
         """These settings as the environment variables the runtime reads."""
         env = {
-            ENTRY_SCRIPT: self.entry_script,
             PORT: str(self.port),
             WORKER_COUNT: str(self.workers),
             SCORING_TIMEOUT_MS: str(self.timeout_ms),
             MAX_REQUEST_BYTES: str(self.max_request_bytes),
             MAX_CONCURRENT_REQUESTS: str(self.max_concurrent_requests),
         }
+        if self.entry_script:
+            env[ENTRY_SCRIPT] = self.entry_script
         if self.model_dir is not None:
             env[MODEL_DIR] = self.model_dir
         if self.auth_keys:
             env[AUTH_KEYS] = ",".join(self.auth_keys)
         return env
+
+
+def workers_for_cores(cpu_cores: float) -> int:
+    """Worker processes for a container with `cpu_cores` cores: one per whole core, at least one."""
+    return max(1, int(cpu_cores))
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:

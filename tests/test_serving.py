@@ -17,72 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SEED, TEMPLATES
-
-STARTUP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen, url: str, log: Path):
-        self.proc, self.url, self.log = proc, url, log
-
-    def post(self, body: bytes | str, headers: dict | None = None) -> httpx.Response:
-        hdrs = {"content-type": "application/json", **(headers or {})}
-        return httpx.post(self.url + "/score", content=body, headers=hdrs, timeout=30)
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
-
-
-def _start(script: Path, model_dir: Path | None, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = tmp_path / f"serving-{port}.log"
-    args = [sys.executable, "-m", "serving", "--entry-script", str(script), "--port", str(port)]
-    if model_dir is not None:
-        args += ["--model-dir", str(model_dir)]
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}", log
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"not ready within {STARTUP_S}s:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def serve(script: Path, tmp_path: Path, model_dir: Path | None = None, **env: str) -> Iterator[Served]:
-    proc, url, log = _start(script, model_dir, env, tmp_path)
-    try:
-        _wait_ready(proc, url, log)
-        yield Served(proc, url, log)
-    finally:
-        _stop(proc)
-
+from tests.helpers import SEED, STARTUP_S, TEMPLATES, Served, serve, start_process, stop_process, wait_ready
 
 def write_script(tmp_path: Path, body: str, name: str = "score.py") -> Path:
     path = tmp_path / name
@@ -242,7 +177,7 @@ def test_init_failure_exits_non_zero_naming_the_script(tmp_path):
         def run(raw):
             return raw
     """, name="broken_score.py")
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     assert proc.wait(timeout=STARTUP_S) != 0
     text = log.read_text()
     assert "broken_score.py" in text and "model file missing" in text
@@ -250,7 +185,7 @@ def test_init_failure_exits_non_zero_naming_the_script(tmp_path):
 
 def test_script_without_run_fails_to_start(tmp_path):
     script = write_script(tmp_path, "def init():\n    pass\n")
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     assert proc.wait(timeout=STARTUP_S) != 0
     assert "must define init() and run()" in log.read_text()
 
@@ -265,7 +200,7 @@ def test_not_ready_until_init_finishes(tmp_path):
         def run(raw):
             return "ok"
     """)
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:  # wait until the server answers at all
@@ -279,11 +214,11 @@ def test_not_ready_until_init_finishes(tmp_path):
         assert httpx.get(url + "/").status_code == 200
         assert httpx.post(url + "/score", content=b"x").status_code == 503
         gate.write_text("go")
-        _wait_ready(proc, url, log)
+        wait_ready(proc, url, log)
         # A string from run() is the body as is, as in Azure ML.
         assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == "ok"
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_several_workers_share_the_port(tmp_path):
@@ -317,9 +252,9 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
             time.sleep(1.0)
             return "finished"
     """)
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     try:
-        _wait_ready(proc, url, log)
+        wait_ready(proc, url, log)
         result: dict = {}
 
         def call() -> None:
@@ -337,4 +272,4 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
         # uvicorn re-raises the SIGTERM it caught once it has drained, so the exit is by that signal.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
-        _stop(proc)
+        stop_process(proc)
