@@ -81,7 +81,7 @@ class _Cors:
         if preflight:
             asked = request.get(b"access-control-request-headers")
             if asked:
-                names_ = sorted({h.strip().lower() for h in asked.split(b",") if h.strip()})
+                names_ = sorted({h.strip() for h in asked.split(b",") if h.strip()})
                 allowed.append((b"access-control-allow-headers", b", ".join(names_)))
             allowed.append((b"access-control-allow-methods", self.METHODS))
         allowed.append((b"vary", b"Origin"))
@@ -145,9 +145,9 @@ class ScoringApp:
         """The request id, the id headers to send back (as Azure ML does), or why the ids are refused."""
         given = headers.get(b"x-request-id") or headers.get(b"x-ms-request-id") or b""
         request_id = given.decode("latin-1") or str(uuid.uuid4())
-        client = headers.get(b"x-ms-client-request-id", b"")
-        # x-ms-request-id is the client's id (the old name of x-ms-client-request-id): echoed when
-        # sent, else the client id, else the request id.
+        # x-ms-request-id is the old name of x-ms-client-request-id: either one names the client's
+        # id, and x-ms-request-id falls back to the request id.
+        client = headers.get(b"x-ms-client-request-id") or headers.get(b"x-ms-request-id") or b""
         legacy = headers.get(b"x-ms-request-id") or client or request_id.encode("latin-1")
         refused = None
         if len(request_id) > REQUEST_ID_LIMIT or len(legacy) > REQUEST_ID_LIMIT or len(client) > REQUEST_ID_LIMIT:
