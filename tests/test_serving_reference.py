@@ -216,7 +216,7 @@ def test_answers_match_the_reference_server(name, tmp_path):
     env = ENV.get(name, {})
     with reference_server(script, env) as ref_url:
         expected = [_ask(ref_url, c) for c in cases]
-    with serve(script, tmp_path, **env) as ours:
+    with serve(script, tmp_path, None, **env) as ours:
         got = [_ask(ours.url, c) for c in cases]
     problems = [p for case, ref, mine in zip(cases, expected, got) for p in _compare(name, case, ref, mine)]
     same = sum(1 for c, r in zip(cases, expected) if 200 <= r.status_code < 300)
