@@ -23,14 +23,8 @@ from werkzeug.wrappers import Request, Response
 F = TypeVar("F", bound=Callable[..., Any])
 
 _raw_http_requested = False
-"""Set by `@rawhttp`: like Azure ML's server, one flag per process (one script per process)."""
-
-# Modules of the real packages whose `rawhttp` sets their own module flag: when a script imports
-# one of those instead of our shim, its flag is read there.
-_REAL_FLAG_MODULES = (
-    "azureml.contrib.services.aml_request",
-    "azureml_inference_server_http.api.aml_request",
-)
+"""Set by `@rawhttp`: like Azure ML's server, one flag per process (one script per process);
+`serving.script.raw_http_requested` reads it, and the real packages' flags when those are used."""
 
 
 def rawhttp(func: F) -> F:
@@ -38,13 +32,6 @@ def rawhttp(func: F) -> F:
     global _raw_http_requested
     _raw_http_requested = True
     return func
-
-
-def raw_http_requested() -> bool:
-    """Whether the loaded script used `@rawhttp`, from this module or from the real Azure ML packages."""
-    if _raw_http_requested:
-        return True
-    return any(getattr(sys.modules.get(name), "_rawHttpRequested", False) is True for name in _REAL_FLAG_MODULES)
 
 
 class AMLRequest(Request):
