@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,3 +167,9 @@ def serve(script: Path, tmp_path: Path, model_dir: Path | None = None, **env: st
         yield Served(proc, url, log)
     finally:
         stop_process(proc)
+
+
+def write_script(tmp_path: Path, body: str, name: str = "score.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path

@@ -17,13 +17,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.helpers import SEED, STARTUP_S, TEMPLATES, Served, serve, start_process, stop_process, wait_ready
-
-def write_script(tmp_path: Path, body: str, name: str = "score.py") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body))
-    return path
-
+from tests.helpers import (SEED, STARTUP_S, TEMPLATES, Served, serve, start_process, stop_process, wait_ready,
+                           write_script)
 
 @pytest.fixture
 def sklearn_service(tmp_path, model_files) -> Iterator[Served]:
@@ -52,9 +47,10 @@ def test_onnx_template_gives_the_same_predictions(tmp_path, model_files, sklearn
 
 def test_decorated_script_has_a_swagger_from_its_schema(sklearn_service):
     doc = sklearn_service.get("/swagger.json").json()
-    body = doc["paths"]["/score"]["post"]["parameters"][0]["schema"]
-    assert body["properties"]["data"]["type"] == "array"
-    assert doc["paths"]["/score"]["post"]["responses"]["200"]["schema"]["type"] == "array"
+    # Azure ML's layout: the schemas are definitions that /score refers to.
+    assert doc["paths"]["/score"]["post"]["parameters"][0]["schema"] == {"$ref": "#/definitions/ServiceInput"}
+    assert doc["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"
+    assert doc["definitions"]["ServiceOutput"]["type"] == "array"
 
 
 def test_request_ids_are_echoed(sklearn_service):
@@ -69,7 +65,7 @@ def test_request_ids_are_echoed(sklearn_service):
 @pytest.mark.parametrize("body,status,words", [
     (b"{bad", 400, "not valid JSON"),
     (b"[1, 2]", 400, "must be a JSON object"),
-    (b'{"rows": [[1]]}', 400, "unexpected input 'rows'"),
+    (b'{"rows": [[1]]}', 400, "missing input 'data'"),  # other keys are ignored, as in Azure ML
     (b"{}", 400, "missing input 'data'"),
     (b"\xff\xfe", 400, "not valid UTF-8"),
 ])
@@ -86,8 +82,8 @@ def test_unsupported_media_type(sklearn_service):
 
 def test_unknown_route_and_method(sklearn_service):
     assert sklearn_service.get("/nope").status_code == 404
-    r = sklearn_service.get("/score")
-    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]
+    r = httpx.put(sklearn_service.url + "/score", content=b"{}")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST, OPTIONS" and r.json()["error"]
 
 
 def test_body_over_the_limit_is_a_413(tmp_path, model_files):
@@ -215,8 +211,8 @@ def test_not_ready_until_init_finishes(tmp_path):
         assert httpx.post(url + "/score", content=b"x").status_code == 503
         gate.write_text("go")
         wait_ready(proc, url, log)
-        # A string from run() is the body as is, as in Azure ML.
-        assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == "ok"
+        # A string from run() is a JSON string, as in Azure ML.
+        assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == '"ok"'
     finally:
         stop_process(proc)
 
@@ -268,7 +264,7 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         t.join(timeout=30)
-        assert result["r"].status_code == 200 and result["r"].text == "finished"
+        assert result["r"].status_code == 200 and result["r"].json() == "finished"
         # uvicorn re-raises the SIGTERM it caught once it has drained, so the exit is by that signal.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
