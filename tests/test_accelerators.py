@@ -91,7 +91,7 @@ def test_each_pool_is_a_tainted_labelled_user_pool_of_the_created_cluster(rec):
     assert set(pools) == {"prod-pool-gpu", "prod-pool-fpga"}
     for kind in ("gpu", "fpga"):
         pool = pools[f"prod-pool-{kind}"]
-        assert pool.inputs["agentPoolName"] == kind
+        assert pool.inputs["agentPoolName"] == pool.outputs["name"] == kind
         assert pool.inputs["resourceName"] == cluster.outputs["name"]
         assert (pool.inputs["mode"], pool.inputs["osType"]) == ("User", "Linux")
         assert pool.inputs["nodeTaints"] == [f"sku={kind}:NoSchedule"]

@@ -367,6 +367,11 @@ def _managed_cluster(r: MockResource) -> None:
     r.state["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{r.location}.oic.prod-aks.azure.com/{r.name}/"}
 
 
+def _agent_pool(r: MockResource) -> None:
+    # An agent pool's name is its own, not the cluster's `resourceName` the generic mock would pick.
+    r.state["name"] = r.state.get("agentPoolName", r.name)
+
+
 def _load_balancer(r: MockResource) -> None:
     r.state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
 
@@ -395,6 +400,7 @@ TARGET = register(Target(
     setup=setup,
     mock_resources={
         "azure-native:containerservice:ManagedCluster": _managed_cluster,
+        "azure-native:containerservice:AgentPool": _agent_pool,
         "kubernetes:core/v1:Service": _load_balancer,
     },
     mock_calls={
