@@ -191,8 +191,7 @@ class IotEdgeService(pulumi.ComponentResource):
         if args.target_condition is None:
             removal = json.dumps(edge_manifest.runtime_only(args.store_and_forward_ttl_secs), sort_keys=True)
             for device_id in args.devices:
-                device = EdgeDevice(f"{name}-{device_id}", {**hub, "device_id": device_id, "status": "enabled"},
-                                    opts=child)
+                device = EdgeDevice(f"{name}-{device_id}", {**hub, "device_id": device_id}, opts=child)
                 DeviceContent(
                     f"{name}-{device_id}-deployment",
                     {**hub, "device_id": device.device_id, "content": self.manifest, "removal_content": removal},

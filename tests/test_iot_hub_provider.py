@@ -225,7 +225,7 @@ RUNTIME_ONLY = json.dumps(em.runtime_only())
 
 def test_a_device_is_created_with_the_edge_capability_and_a_connection_string(hub):
     state, connection = hub
-    created = EdgeDeviceProvider().create(props(connection, device_id="line-1", status="enabled"))
+    created = EdgeDeviceProvider().create(props(connection, device_id="line-1"))
     device = state.devices["line-1"]
     assert created.id == "line-1" and device["capabilities"] == {"iotEdge": True} and device["status"] == "enabled"
     key = device["authentication"]["symmetricKey"]["primaryKey"]
@@ -235,7 +235,7 @@ def test_a_device_is_created_with_the_edge_capability_and_a_connection_string(hu
 
 def test_a_second_run_changes_nothing(hub):
     _, connection = hub
-    provider, inputs = EdgeDeviceProvider(), props(connection, device_id="line-1", status="enabled")
+    provider, inputs = EdgeDeviceProvider(), props(connection, device_id="line-1")
     outs = provider.create(inputs).outs
     read = provider.read("line-1", outs)
     assert read.id == "line-1" and read.outs == outs
@@ -244,7 +244,7 @@ def test_a_second_run_changes_nothing(hub):
 
 def test_a_device_disabled_outside_the_stack_is_enabled_again_with_the_same_keys(hub):
     state, connection = hub
-    provider, inputs = EdgeDeviceProvider(), props(connection, device_id="line-1", status="enabled")
+    provider, inputs = EdgeDeviceProvider(), props(connection, device_id="line-1")
     outs = provider.create(inputs).outs
     state.devices["line-1"]["status"] = "disabled"
     read = provider.read("line-1", outs)
@@ -258,7 +258,7 @@ def test_a_device_disabled_outside_the_stack_is_enabled_again_with_the_same_keys
 def test_a_device_deleted_outside_the_stack_is_noticed(hub):
     state, connection = hub
     provider = EdgeDeviceProvider()
-    outs = provider.create(props(connection, device_id="line-1", status="enabled")).outs
+    outs = provider.create(props(connection, device_id="line-1")).outs
     del state.devices["line-1"]
     assert provider.read("line-1", outs).id is None
 
@@ -266,7 +266,7 @@ def test_a_device_deleted_outside_the_stack_is_noticed(hub):
 def test_deleting_a_device_removes_its_identity_and_tolerates_one_already_gone(hub):
     state, connection = hub
     provider = EdgeDeviceProvider()
-    outs = provider.create(props(connection, device_id="line-1", status="enabled")).outs
+    outs = provider.create(props(connection, device_id="line-1")).outs
     provider.delete("line-1", outs)
     assert "line-1" not in state.devices and ("line-1", "$edgeAgent") not in state.twins
     provider.delete("line-1", outs)
@@ -276,8 +276,8 @@ def test_deleting_a_device_removes_its_identity_and_tolerates_one_already_gone(h
 def test_a_new_device_id_replaces_the_device(hub):
     _, connection = hub
     provider = EdgeDeviceProvider()
-    outs = provider.create(props(connection, device_id="line-1", status="enabled")).outs
-    diff = provider.diff("line-1", outs, props(connection, device_id="line-9", status="enabled"))
+    outs = provider.create(props(connection, device_id="line-1")).outs
+    diff = provider.diff("line-1", outs, props(connection, device_id="line-9"))
     assert diff.replaces == ["device_id"]
 
 
@@ -285,7 +285,7 @@ def test_a_wrong_policy_key_is_refused(hub):
     state, connection = hub
     wrong = connection.replace(state.key, base64.b64encode(b"x" * 32).decode())
     with pytest.raises(HttpOperationError) as caught:
-        EdgeDeviceProvider().create(props(wrong, device_id="line-1", status="enabled"))
+        EdgeDeviceProvider().create(props(wrong, device_id="line-1"))
     assert caught.value.response.status_code == 401 and state.devices == {}
 
 
@@ -294,7 +294,7 @@ def test_a_wrong_policy_key_is_refused(hub):
 @pytest.fixture
 def device(hub) -> tuple[Hub, str]:
     state, connection = hub
-    EdgeDeviceProvider().create(props(connection, device_id="line-1", status="enabled"))
+    EdgeDeviceProvider().create(props(connection, device_id="line-1"))
     return state, connection
 
 
@@ -442,3 +442,82 @@ def test_a_priority_changed_outside_the_stack_is_read_back(hub):
     state.configurations["diabetes-fleet-0a"]["priority"] = 99
     read = provider.read("diabetes-fleet-0a", copy.deepcopy(outs))
     assert read.outs["priority"] == 99 and provider.diff("diabetes-fleet-0a", read.outs, inputs).changes is True
+
+
+# ---- through the real Pulumi engine ---------------------------------------------------------------
+
+def test_the_providers_work_pickled_into_state_under_the_real_engine(hub, tmp_path, monkeypatch):
+    """Up, a no-op preview, a new manifest (the device deployment updated, the hub deployment
+    replaced, the device kept), a device deleted outside the stack noticed by refresh and created
+    again, destroy: the engine pickles each provider into the state and runs it in its own process."""
+    import subprocess
+
+    import pulumi
+    from pulumi import automation as auto
+
+    from components.iot_edge_service import configuration_id
+    from providers.iot_hub import DeviceContent, EdgeDevice, HubConfiguration
+    from tests.helpers import ROOT
+
+    state, connection = hub
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    backend = tmp_path / "state"
+    backend.mkdir()
+    env = {
+        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{__import__('os').environ['PATH']}",
+        "PYTHONPATH": str(ROOT),  # the provider process imports providers.iot_hub from the project
+        "PULUMI_BACKEND_URL": f"file://{backend}",
+        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # the Automation API runs `pulumi` with this process's environment
+    image = {"tag": "diabetes:1"}
+
+    def program() -> None:
+        target = {"hub": props(connection)["hub"], "connection": pulumi.Output.secret(connection)}
+        manifest = content(image["tag"])
+        device = EdgeDevice("line-1", {**target, "device_id": "line-1"})
+        DeviceContent("line-1-deployment", {**target, "device_id": device.device_id,
+                                            "content": pulumi.Output.secret(manifest), "removal_content": RUNTIME_ONLY})
+        HubConfiguration("fleet", {**target, "configuration_id": configuration_id("fleet", manifest),
+                                   "content": pulumi.Output.secret(manifest), "target_condition": "tags.site='plant-7'",
+                                   "priority": 10, "labels": {}})
+        pulumi.export("connection_string", device.connection_string)
+
+    stack = auto.create_or_select_stack(
+        "edge", project_name="iot-edge-providers", program=program,
+        opts=auto.LocalWorkspaceOptions(
+            pulumi_home=str(tmp_path / "home"), env_vars=env, pulumi_command=auto.PulumiCommand(),
+            project_settings=auto.ProjectSettings(name="iot-edge-providers", runtime="python")),
+    )
+    quiet = {"on_output": lambda _: None}
+    try:
+        assert stack.up(**quiet).summary.result == "succeeded"
+        key = state.devices["line-1"]["authentication"]["symmetricKey"]["primaryKey"]
+        output = stack.outputs()["connection_string"]
+        assert output.secret and output.value.endswith(f"SharedAccessKey={key}")
+        stored = next(backend.rglob("edge.json")).read_text()
+        assert key not in stored and state.key not in stored and "diabetes:1" not in stored
+        assert set(stack.preview(**quiet).change_summary) == {"same"}
+
+        image["tag"] = "diabetes:2"
+        preview = stack.preview(**quiet).change_summary
+        assert {op: n for op, n in preview.items() if op != "same"} == {"update": 1, "replace": 1}, preview
+        stack.up(**quiet)
+        assert agent_desired(state)["modules"]["diabetes-edge"]["settings"]["image"] == "reg.azurecr.io/diabetes:2"
+        assert list(state.configurations) == [configuration_id("fleet", content("diabetes:2"))]
+        assert state.devices["line-1"]["authentication"]["symmetricKey"]["primaryKey"] == key
+
+        del state.devices["line-1"]
+        state.twins.clear()
+        refreshed = stack.refresh(**quiet).summary.resource_changes or {}
+        assert refreshed.get("delete") == 2, refreshed  # the device and its deployment
+        assert stack.up(**quiet).summary.resource_changes.get("create") == 2  # type: ignore[union-attr]
+        assert "diabetes-edge" in agent_desired(state)["modules"]
+        assert stack.outputs()["connection_string"].value != output.value  # a new identity, new keys
+    finally:
+        stack.destroy(**quiet)
+    assert state.devices == {} and state.configurations == {}
