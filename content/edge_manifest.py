@@ -39,8 +39,9 @@ HUB_CREATE_OPTIONS: dict[str, Any] = {
     "HostConfig": {"PortBindings": {f"{p}/tcp": [{"HostPort": str(p)}] for p in HUB_PORTS}}
 }
 RESTART_POLICIES = ("never", "on-failure", "on-unhealthy", "always")
+# How long edgeHub keeps messages it cannot deliver upstream: 2 hours, the value the SchemaStore
+# schema gives as its example (schemas/iot-edge/azure-iot-edgehub-deployment-1.1.json).
 STORE_AND_FORWARD_TTL_SECS = 7200
-"""How long edgeHub keeps messages it cannot deliver upstream: the portal's default (2 hours)."""
 
 SYSTEM_MODULES = ("edgeAgent", "edgeHub")
 # The schemas' own patterns: module names, and keys of registry credentials and routes (twin keys

@@ -165,6 +165,14 @@ def test_device_connection_strings_are_secret_stack_outputs(edge, run):
     assert out["scoring_uri"] == "http://localhost:5001/score" and rec.outputs["services"]["diabetes-fleet"]["devices"] == {}
 
 
+def test_edge_services_honour_the_service_contract_and_add_their_devices(edge, run):
+    contract = {"target", "image", "scoring_uri", "swagger_uri", "primary_key", "secondary_key", "logs"}
+    rec = run(edge)
+    for name, outputs in rec.outputs["services"].items():
+        assert set(outputs) == contract | {"hub", "devices"}
+        assert {f"services.{name}.primary_key", f"services.{name}.secondary_key"} <= rec.output_secret_paths
+
+
 def test_a_new_image_changes_the_deployment_content_only(edge, run, tmp_path):
     before = run(edge)
     script = tmp_path / "score.py"
