@@ -89,7 +89,7 @@ def test_no_registry_admin_credential_is_asked_for_or_deployed(edge, monkeypatch
     assert "azure-native:containerregistry:listRegistryCredentials" not in tokens
     assert "azure-native:iothub:listIotHubResourceKeysForKeyName" in tokens
     password = next(p for p in rec.of_type(PASSWORD) if p.name == "diabetes-edge-token-password")
-    assert password.inputs["password_name"] == "password1"
+    assert password.inputs["password_name"] == "password1" and password.inputs["expiry_days"] == 365
     assert password.inputs["token_id"] == rec.by_name(TOKEN, "diabetes-edge-token").id
     for deployment in rec.of_type(DEVICE_DEPLOYMENT):
         creds = content(deployment)["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]
@@ -143,6 +143,16 @@ def test_auth_keys_go_to_the_module_env_never_the_create_options(edge, run):
     assert module["env"] == {"SCORING_AUTH_KEYS": {"value": f"{keys['primary_key']},{keys['secondary_key']}"}}
     assert keys["primary_key"] not in module["settings"]["createOptions"]
     assert "services.diabetes-fleet.primary_key" in rec.output_secret_paths
+
+
+def test_app_insights_reaches_the_module_as_a_secret_env(edge, run):
+    edge["ml-deploy:services"][0]["enable_app_insights"] = True
+    rec = run(edge)
+    deployment = rec.of_type(DEVICE_DEPLOYMENT)[0]
+    module = content(deployment)["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["diabetes-edge"]
+    insights = rec.of_type("azure-native:applicationinsights:Component")[0].outputs["connectionString"]
+    assert module["env"] == {"APPLICATIONINSIGHTS_CONNECTION_STRING": {"value": insights}}
+    assert "content" in deployment.secret_paths and insights not in module["settings"]["createOptions"]
 
 
 def test_a_target_condition_is_one_hub_deployment_without_device_identities(edge, run):
