@@ -96,7 +96,8 @@ class EdgeDeviceProvider(ResourceProvider):
         replaces = _changed(olds, news, ("hub", "device_id"))
         drifted = olds.get("status") != ENABLED or olds.get("iot_edge") is not True
         changes = bool(replaces) or drifted or olds.get("connection") != news.get("connection")
-        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=True)
+        # A replacement lives on another hub or under another id: no clash with the old one.
+        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         registry = _registry(news)
@@ -161,7 +162,8 @@ class DeviceContentProvider(ResourceProvider):
         replaces = _changed(olds, news, ("hub", "device_id"))
         changes = bool(replaces) or olds.get("in_sync") is False or bool(
             _changed(olds, news, ("content", "removal_content", "connection")))
-        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=True)
+        # A replacement targets another device: apply there first, then clear the old one.
+        return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         self._apply(news, news["content"])

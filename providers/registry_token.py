@@ -170,6 +170,8 @@ class TokenPasswordProvider(ResourceProvider):
         replaces = [k for k in ("registry_id", "token_id", "token_created", "password_name", "arm_endpoint")
                     if olds.get(k) != news.get(k)]
         rotate = olds.get("expiry_days") != news.get("expiry_days") or near_expiry(olds.get("expiry"))
+        # Delete first: a replacement writes the same password name on a token with the same id, and
+        # deleting the old one afterwards would remove the new password.
         return DiffResult(changes=bool(replaces) or rotate, replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
