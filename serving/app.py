@@ -14,12 +14,12 @@ import os
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Optional
 
 from serving import settings as names
 from serving.collector import Collector
 from serving.script import BadInput, ScoringScript, as_response, format_exception, to_json
+from serving.scoring_thread import RETRY_AFTER_S, ScoringThread, Unavailable
 from serving.settings import Settings
 
 log = logging.getLogger("serving")
@@ -31,6 +31,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = b"application/json"
 INIT_FAILED_EXIT = 3
 _JSON_TYPES = (b"application/json", b"text/json")
+_RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 
 
 class _TooLarge(Exception):
@@ -46,7 +47,7 @@ class ScoringApp:
         self.collector = collector
         # One thread runs init() and then every run(): scripts written for Azure ML assume one
         # caller at a time per worker, and a thread (not the event loop) lets a timeout answer.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self.executor = ScoringThread(max_queue_wait_s=settings.max_queue_wait_ms / 1000)
         self.ready = False
         self.in_flight = 0
         self.swagger = json.dumps(script.swagger(os.path.basename(settings.entry_script))).encode()
@@ -138,7 +139,7 @@ class ScoringApp:
                               [(b"www-authenticate", b"Bearer")])
             return
         if not self.ready:
-            await reply.error(503, "the service is starting: init() has not finished")
+            await reply.error(503, "the service is starting: init() has not finished", [_RETRY_AFTER])
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type and content_type not in _JSON_TYPES and not (
@@ -164,7 +165,7 @@ class ScoringApp:
 
         cap = self.settings.max_concurrent_requests
         if cap and self.in_flight >= cap:
-            await reply.error(503, f"over {cap} requests in flight on this replica; retry")
+            await reply.error(503, f"over {cap} requests in flight on this replica; retry", [_RETRY_AFTER])
             return
         self.in_flight += 1
         started = time.perf_counter()
@@ -174,6 +175,9 @@ class ScoringApp:
         except asyncio.TimeoutError:
             log.error("run() exceeded %d ms (request %s)", self.settings.timeout_ms, reply.request_id)
             await reply.error(504, f"run() did not finish within {self.settings.timeout_ms} ms")
+            return
+        except Unavailable as err:
+            await reply.error(503, str(err), [_RETRY_AFTER])
             return
         except BadInput as err:
             await reply.error(400, str(err))
