@@ -33,6 +33,8 @@ _IDLE, _HEADERS, _BODY = 0, 1, 2
 LINGER_S = 2.0
 """After an error answered here, how long the rest of the request is read and dropped before closing."""
 _NOTE_EVERY_S = 5.0
+FRESH_S = 1.0
+"""A connection opened this recently and still without a request is not closed by a shutdown."""
 _SCORE = names.SCORE_PATH.encode()
 
 
@@ -85,6 +87,8 @@ class Guard:
         """Connections taken from the master whose protocol is not connected yet (TLS handshakes)."""
         self.refusal: Optional[str] = None
         """While set (the worker is being replaced), `/score` requests are answered 503 with it."""
+        self.stopping = False
+        """Once set, every response closes its connection."""
         self._publish = on_active
         self._notes: Counter[str] = Counter()
         self._noted_at = 0.0
@@ -97,8 +101,8 @@ class Guard:
         self.active -= 1
         self._publish(self.active)
 
-    def full(self) -> bool:
-        return len(self.connections) + self.opening >= self.max_connections
+    def count(self) -> int:
+        return len(self.connections) + self.opening
 
     def make_room(self) -> bool:
         """Close the connection idle the longest (no request being answered); False if there is none."""
@@ -119,9 +123,9 @@ class Guard:
         self._notes[what] += 1
         self.flush_notes()
 
-    def flush_notes(self, now: Optional[float] = None) -> None:
+    def flush_notes(self, now: Optional[float] = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
-        if self._notes and now - self._noted_at >= _NOTE_EVERY_S:
+        if self._notes and (force or now - self._noted_at >= _NOTE_EVERY_S):
             log.warning("refused: %s", ", ".join(f"{n} x {what}" for what, n in sorted(self._notes.items())))
             self._notes.clear()
             self._noted_at = now
@@ -131,14 +135,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header size, read timeouts and refusals."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], guard: Guard,
-                 refuse: Optional[str] = None, _loop: Optional[asyncio.AbstractEventLoop] = None):
+                 over_limit: bool = False, _loop: Optional[asyncio.AbstractEventLoop] = None):
         super().__init__(config, server_state, app_state, _loop)
         self.guard = guard
         self.made = False
         self.since = self.loop.time()
         """When this connection last became idle (or opened): the longest-idle one is closed first."""
         self._app = self.app
-        self._refuse = refuse
+        # Opened past the connection limit with no idle connection to close then: checked again
+        # when its request arrives (connections that were still opening may be idle by then).
+        self._over_limit = over_limit
         self._phase = _IDLE
         self._seen = 0
         self._headers_done = True
@@ -201,11 +207,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._phase = _BODY
         self._headers_done = True
         self._cancel_timer()
-        refusal = self._refuse
+        refusal = None
+        if self._over_limit:
+            self._over_limit = False
+            if self.guard.count() > self.guard.max_connections and not self.guard.make_room():
+                refusal = f"over {self.guard.max_connections} open connections on this worker; retry"
         if refusal is None and self.guard.refusal is not None and self.url.split(b"?", 1)[0] == _SCORE:
             refusal = self.guard.refusal
         if refusal is None:
             super().on_headers_complete()
+            if self.guard.stopping and self.cycle is not None:
+                self.cycle.keep_alive = False
             return
         self.guard.note("503 refused")
         self.app = refusal_app(refusal)
@@ -224,6 +236,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._maybe_idle()
+
+    def shutdown(self) -> None:
+        if self.cycle is None and self.made and self.loop.time() - self.since < FRESH_S:
+            # Accepted just before the worker began to stop: its request is on the way. It is answered
+            # (and the connection closed, as `guard.stopping` is set); the header timeout bounds a silent one.
+            return
+        super().shutdown()
 
     # ---- limits ---------------------------------------------------------------------------
     def evictable(self) -> bool:

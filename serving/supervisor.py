@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import NoReturn, Optional
 
@@ -35,6 +36,9 @@ blocked, e.g. by C code holding the GIL): it is killed."""
 EARLY_DEATHS = 3
 """Workers dying before their init() finishes this many times in a row: the script cannot start, exit 3."""
 MAX_BACKOFF_S = 10.0
+MAX_HELD = 4096
+"""Accepted connections the master holds while workers' channels are full; past it, accepting pauses
+(new connections wait in the kernel's backlog)."""
 
 
 @dataclass
@@ -43,6 +47,8 @@ class _Slot:
     pid: int = 0
     channel: Optional[socket.socket] = None
     sent: int = 0
+    held: deque[socket.socket] = field(default_factory=deque)
+    """Connections for this worker that its channel had no room for yet, in order."""
     was_ready: bool = False
     early_deaths: int = 0
     crashes: list[float] = field(default_factory=list)
@@ -83,8 +89,10 @@ class Supervisor:
             for key, _ in self.selector.select(TICK_S):
                 if key.fileobj is self.listener:
                     self._accept()
-                else:
+                elif key.fileobj is self.wake_r:
                     self._drain_wakeups()
+                else:
+                    self._flush(key.data)
             self._handle_signals()
             self._reap()
             self._tick()
@@ -126,18 +134,21 @@ class Supervisor:
         n = len(self.slots)
 
         def load(s: _Slot) -> tuple[float, int]:
-            # Sent but not yet taken, plus what the worker reports; ties go round-robin.
-            waiting = s.sent - self.table.get(s.index, shared.RECEIVED)
+            # Held or sent but not yet taken, plus what the worker reports; ties go round-robin.
+            waiting = len(s.held) + s.sent - self.table.get(s.index, shared.RECEIVED)
             return waiting + self.table.load(s.index), (s.index - self._rr) % n
 
         return sorted(pool, key=load)
 
-    def _accept(self) -> None:
+    def _accept(self, limit: int = 128) -> None:
         if not self._candidates():
             # The only workers are being replaced: connections wait in the backlog for the next one.
             self._set_listening(False)
             return
-        for _ in range(128):
+        for _ in range(limit):
+            if sum(len(s.held) for s in self.slots) >= MAX_HELD:
+                self._set_listening(False)
+                return
             try:
                 conn, _addr = self.listener.accept()
             except BlockingIOError:
@@ -154,19 +165,42 @@ class Supervisor:
             self._dispatch(conn)
 
     def _dispatch(self, conn: socket.socket) -> None:
+        for slot in self._candidates():
+            if slot.held or not self._send(slot, conn):
+                slot.held.append(conn)
+                self._want_write(slot, True)
+            self._rr = (slot.index + 1) % len(self.slots)
+            return
+        conn.close()  # no worker at all (they are all being replaced): a refusal the client sees at once
+
+    def _send(self, slot: _Slot, conn: socket.socket) -> bool:
+        """Pass the connection to the worker (and close the master's copy); False if its channel is full."""
+        assert slot.channel is not None
         try:
-            for slot in self._candidates():
-                assert slot.channel is not None
-                try:
-                    socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
-                except OSError:
-                    continue  # its channel is full or it just died: the next one
-                slot.sent += 1
-                self._rr = (slot.index + 1) % len(self.slots)
+            socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass  # the worker just died: the client sees the connection close
+        slot.sent += 1
+        conn.close()
+        return True
+
+    def _flush(self, slot: _Slot) -> None:
+        while slot.held and slot.channel is not None:
+            if not self._send(slot, slot.held[0]):
                 return
-            log.warning("no worker could take a connection; closed it")
-        finally:
-            conn.close()
+            slot.held.popleft()
+        self._want_write(slot, False)
+
+    def _want_write(self, slot: _Slot, on: bool) -> None:
+        if slot.channel is None:
+            return
+        registered = slot.channel in self.selector.get_map()
+        if on and not registered:
+            self.selector.register(slot.channel, selectors.EVENT_WRITE, slot)
+        elif not on and registered:
+            self.selector.unregister(slot.channel)
 
     # ---- workers --------------------------------------------------------------------------
     def _spawn(self, slot: _Slot) -> None:
@@ -200,6 +234,8 @@ class Supervisor:
             for other in self.slots:
                 if other.channel is not None:
                     other.channel.close()
+                for conn in other.held:  # or the client would not see it closed when the master closes it
+                    conn.close()
             code = run_worker(self.settings, slot.index, self.table, channel)
         except SystemExit as err:
             code = err.code if isinstance(err.code, int) else 1
@@ -224,11 +260,18 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if slot.channel is not None:
+                self._want_write(slot, False)
                 slot.channel.close()
             slot.pid, slot.channel = 0, None
+            held, slot.held = slot.held, deque()
             self.table.reset(slot.index)
             if not self.stopping:
                 self._replace(slot, pid, code)
+            for conn in held:  # not sent yet: another worker takes them
+                if self.stopping:
+                    conn.close()
+                else:
+                    self._dispatch(conn)
 
     def _replace(self, slot: _Slot, pid: int, code: int) -> None:
         now = time.monotonic()
@@ -294,6 +337,9 @@ class Supervisor:
 
     def _stop(self) -> None:
         """Stop accepting, and ask every worker to drain and exit."""
+        if self.listening:
+            # Clients already in the backlog have sent their requests: they are served, not reset.
+            self._accept(limit=self.settings.workers * self.settings.max_connections)
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.settings.shutdown_grace_s + KILL_MARGIN_S
         self._set_listening(False)

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Generator, Optional
+from typing import Callable, Generator, Optional
 
 import uvicorn
 
@@ -51,7 +51,8 @@ def run_worker(settings: Settings, slot: int, table: shared.WorkerTable, channel
                   format_exception(err.__cause__) if err.__cause__ else "")
         return INIT_FAILED_EXIT
     # Each worker has its own collector: its thread and blob name must not be shared across a fork.
-    app = ScoringApp(settings, script, collector_from_environ())
+    app = _PublishingApp(settings, script, collector_from_environ())
+    app.on_ready = lambda ready: table.set(slot, shared.READY, 1.0 if ready else 0.0)
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -65,6 +66,24 @@ def run_worker(settings: Settings, slot: int, table: shared.WorkerTable, channel
     server = WorkerServer(config, settings, app, slot, table, channel)
     server.run()
     return server.exit_code
+
+
+class _PublishingApp(ScoringApp):
+    """The scoring app, telling the master the moment it becomes ready (so connections go to it at once)."""
+
+    on_ready: Optional[Callable[[bool], None]] = None
+    _ready = False
+
+    # A property over the app's plain `ready` attribute: the app sets it when init() finishes.
+    @property  # type: ignore[override]
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        if self.on_ready is not None:
+            self.on_ready(value)
 
 
 class WorkerServer(uvicorn.Server):
@@ -135,12 +154,10 @@ class WorkerServer(uvicorn.Server):
     def _take(self, sock: socket.socket) -> None:
         self.table.add(self.slot, shared.RECEIVED, 1)
         self.guard.activate()  # handed to the protocol, which releases it once the connection is idle
-        refuse = None
-        if self.guard.full() and not self.guard.make_room():
-            refuse = f"over {self.settings.max_connections} open connections on this worker; retry"
+        over_limit = self.guard.count() >= self.settings.max_connections and not self.guard.make_room()
         self.guard.opening += 1
         protocol = LimitedHttpProtocol(self.config, self.server_state, self.lifespan.state, self.guard,
-                                       refuse=refuse, _loop=self._loop)
+                                       over_limit=over_limit, _loop=self._loop)
         assert self._loop is not None
         task = self._loop.create_task(self._open(sock, protocol))
         self._opening.add(task)
@@ -160,9 +177,7 @@ class WorkerServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         now = time.monotonic()
-        ready = self.app.ready and not self.retiring
-        self.table.set(self.slot, shared.READY, 1.0 if ready else 0.0)
-        if ready:
+        if self.app.ready and not self.retiring:
             started = self.app.executor.started_at
             if started and now - started > self.settings.timeout_ms / 1000:
                 self.retire(f"a run() has been running for over {self.settings.timeout_ms} ms")
@@ -175,7 +190,6 @@ class WorkerServer(uvicorn.Server):
         """Stop taking work, answer what waits with 503 (retry), and exit to be replaced."""
         self.retiring = True
         self.table.set(self.slot, shared.RETIRING, 1.0)
-        self.table.set(self.slot, shared.READY, 0.0)
         self.app.ready = False
         log.error("worker %d: %s; this worker is being replaced", os.getpid(), reason)
         refusal = Unavailable(f"this worker is being replaced ({reason}); retry")
@@ -186,6 +200,12 @@ class WorkerServer(uvicorn.Server):
         self.should_exit = True
 
     async def shutdown(self, sockets: Optional[list[socket.socket]] = None) -> None:
+        # Connections the master handed over before it stopped were accepted with a request on its
+        # way: they are served too (then closed), not dropped with the channel.
+        self.guard.stopping = True
+        self.guard.flush_notes(force=True)
+        if self._reading:
+            self._take_connections()
         self._stop_reading()
         grace = self.config.timeout_graceful_shutdown or 0
         if not self.retiring and self._loop is not None:
