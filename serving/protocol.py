@@ -230,8 +230,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._phase = _IDLE
         self._seen = 0
-        self._cancel_timer()
-        self._maybe_idle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.cycle is not None and self.cycle.response_complete:
+            self._maybe_idle()  # answered before its body ended (413, 401, ...)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
