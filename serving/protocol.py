@@ -81,6 +81,9 @@ class Guard:
         self.body_timeout_s = settings.body_timeout_s
         self.max_connections = settings.max_connections
         self.connections = connections
+        self.idle: dict[LimitedHttpProtocol, None] = {}
+        """Connections no request is being answered on (never used, idle, or headers still arriving),
+        longest-idle first: the ones closed to make room at the connection limit."""
         self.active = 0
         """Connections with a request in progress or not sent yet: the load the master balances."""
         self.opening = 0
@@ -106,17 +109,14 @@ class Guard:
 
     def make_room(self) -> bool:
         """Close the connection idle the longest (no request being answered); False if there is none."""
-        victim: Optional[LimitedHttpProtocol] = None
-        for conn in self.connections:
-            if isinstance(conn, LimitedHttpProtocol) and conn.evictable() and (
-                victim is None or conn.since < victim.since
-            ):
-                victim = conn
-        if victim is None:
-            return False
-        victim.transport.close()
-        self.note("idle connection closed at the connection limit")
-        return True
+        while self.idle:
+            victim = next(iter(self.idle))
+            del self.idle[victim]
+            if not victim.transport.is_closing():
+                victim.transport.close()
+                self.note("idle connection closed at the connection limit")
+                return True
+        return False
 
     def note(self, what: str) -> None:
         """Count a refusal; logged in batches, so an attack cannot flood the log."""
@@ -139,8 +139,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.guard = guard
         self.made = False
-        self.since = self.loop.time()
-        """When this connection last became idle (or opened): the longest-idle one is closed first."""
+        self.made_at = 0.0
         self._app = self.app
         # Opened past the connection limit with no idle connection to close then: checked again
         # when its request arrives (connections that were still opening may be idle by then).
@@ -156,7 +155,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     # ---- connection -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.made = True
+        self.made_at = self.loop.time()
         self.guard.opening -= 1
+        self.guard.idle[self] = None
         super().connection_made(transport)
         self._timer = self.loop.call_later(self.guard.header_timeout_s, self._read_timed_out)
 
@@ -168,6 +169,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._cancel_timer()
+        self.guard.idle.pop(self, None)
         self._set_idle()
         super().connection_lost(exc)
 
@@ -207,6 +209,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._phase = _BODY
         self._headers_done = True
         self._cancel_timer()
+        self.guard.idle.pop(self, None)
         refusal = None
         if self._over_limit:
             self._over_limit = False
@@ -241,24 +244,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._maybe_idle()
 
     def shutdown(self) -> None:
-        if self.cycle is None and self.made and self.loop.time() - self.since < FRESH_S:
+        if self.cycle is None and self.made and self.loop.time() - self.made_at < FRESH_S:
             # Accepted just before the worker began to stop: its request is on the way. It is answered
             # (and the connection closed, as `guard.stopping` is set); the header timeout bounds a silent one.
             return
         super().shutdown()
 
     # ---- limits ---------------------------------------------------------------------------
-    def evictable(self) -> bool:
-        """No request is being answered on it (idle, never used, or headers still arriving)."""
-        return (self.made and not self._discarding and not self.transport.is_closing() and self._phase != _BODY
-                and not self.pipeline and (self.cycle is None or self.cycle.response_complete))
-
     def _maybe_idle(self) -> None:
         if self._active and self._phase == _IDLE and not self.pipeline and (
             self.cycle is None or self.cycle.response_complete
         ):
             self._set_idle()
-            self.since = self.loop.time()
+            self.guard.idle[self] = None  # now the most recently idle
 
     def _set_idle(self) -> None:
         if self._active:
@@ -296,6 +294,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.cycle.message_event.set()
         self.transport.write(error_response(status, message, str(uuid.uuid4())))
         self._discarding = True
+        self.guard.idle.pop(self, None)
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
