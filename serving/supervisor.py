@@ -54,6 +54,7 @@ class _Slot:
     crashes: list[float] = field(default_factory=list)
     start_at: float = 0.0
     retiring_seen: float = 0.0
+    killed: bool = False
 
 
 class Supervisor:
@@ -209,6 +210,7 @@ class Supervisor:
         slot.sent = 0
         slot.was_ready = False
         slot.retiring_seen = 0.0
+        slot.killed = False
         pid = os.fork()
         if pid == 0:
             ours.close()
@@ -310,26 +312,26 @@ class Supervisor:
                 if not slot.was_ready:
                     slot.was_ready, slot.early_deaths = True, 0
                 started = self.table.get(i, shared.RUN_STARTED)
-                if started and now - started > timeout_s + KILL_MARGIN_S:
+                if started and now - started > timeout_s + KILL_MARGIN_S and not slot.killed:
                     log.error("worker %d: run() still running %.0f s past the timeout and the worker did not "
                               "replace itself; killing it", slot.pid, now - started - timeout_s)
                     self._kill(slot)
             if self.table.get(i, shared.RETIRING):
                 slot.retiring_seen = slot.retiring_seen or now
-                if now - slot.retiring_seen > RETIRE_DRAIN_S + KILL_MARGIN_S:
+                if now - slot.retiring_seen > RETIRE_DRAIN_S + KILL_MARGIN_S and not slot.killed:
                     log.error("worker %d: being replaced but still running; killing it", slot.pid)
                     self._kill(slot)
         if self.stopping:
             if now > self.stop_deadline:
                 for slot in self.slots:
-                    if slot.pid:
+                    if slot.pid and not slot.killed:
                         log.error("worker %d: still running past the grace period; killing it", slot.pid)
                         self._kill(slot)
-                self.stop_deadline = now + 3600  # killed once; now only wait to reap them
             return
         self._set_listening(bool(self._candidates()) and now >= self.accept_paused_until)
 
     def _kill(self, slot: _Slot) -> None:
+        slot.killed = True
         try:
             os.kill(slot.pid, signal.SIGKILL)
         except ProcessLookupError:

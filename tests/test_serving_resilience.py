@@ -36,9 +36,10 @@ STARTUP_S = 60
 DEADLINE_S = 60
 TEXT = {"content-type": "text/plain"}
 
-# run("sleep 1.5") sleeps, run("crash") kills its worker, anything else answers which worker ran it.
+# run("sleep 1.5") sleeps, run("crash") kills its worker, run("hold-gil") runs a regular expression
+# that backtracks for hours without releasing the GIL, anything else answers which worker ran it.
 SCRIPT = """
-    import os, pathlib, time, uuid
+    import os, pathlib, re, time, uuid
     MARKERS = pathlib.Path(__file__).parent / "started"
     def init():
         MARKERS.mkdir(exist_ok=True)
@@ -49,6 +50,9 @@ SCRIPT = """
             time.sleep(float(arg))
         elif command == "crash":
             os._exit(1)
+        elif command == "hold-gil":
+            (MARKERS / uuid.uuid4().hex).write_text(str(os.getpid()))
+            re.match(r"(a+)+$", "a" * 64 + "b")
         return {"pid": os.getpid()}
 """
 
@@ -196,6 +200,19 @@ def test_with_two_workers_the_healthy_one_serves_while_the_stuck_one_is_replaced
         assert stuck not in answered
         until(lambda: len(svc.worker_pids(2) - first) == 1, "a replacement worker")
         assert svc.proc.poll() is None
+
+
+def test_a_run_that_blocks_its_worker_entirely_is_killed_by_the_master(tmp_path):
+    with serve(tmp_path, SCORING_TIMEOUT_MS="500") as svc:
+        # Holding the GIL, the run() freezes its worker's event loop: no 504 can be sent, and the
+        # worker cannot replace itself. The master kills it a few seconds past the timeout.
+        with pytest.raises(httpx.TransportError):
+            svc.post("hold-gil", timeout=DEADLINE_S)
+        deadline = time.monotonic() + DEADLINE_S
+        while (r := svc.post("who")).status_code != 200:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+        assert svc.proc.poll() is None
+    assert "did not replace itself; killing it" in svc.log.read_text()
 
 
 def test_slow_requests_spread_across_workers(tmp_path):
