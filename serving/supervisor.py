@@ -36,6 +36,7 @@ blocked, e.g. by C code holding the GIL): it is killed."""
 EARLY_DEATHS = 3
 """Workers dying before their init() finishes this many times in a row: the script cannot start, exit 3."""
 MAX_BACKOFF_S = 10.0
+_MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 MAX_HELD = 4096
 """Accepted connections the master holds while workers' channels are full; past it, accepting pauses
 (new connections wait in the kernel's backlog)."""
@@ -73,6 +74,8 @@ class Supervisor:
         self.exit_code = 0
         self.listening = False
         self.accept_paused_until = 0.0
+        self.waiting: deque[socket.socket] = deque()
+        """Accepted connections no worker could take yet (all being replaced): dispatched first."""
         self._rr = 0
 
     # ---- main loop ------------------------------------------------------------------------
@@ -81,7 +84,7 @@ class Supervisor:
         for s in (self.wake_r, self.wake_w):
             s.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in _MASTER_SIGNALS:
             signal.signal(sig, self._on_signal)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
         for slot in self.slots:
@@ -128,7 +131,7 @@ class Supervisor:
             self.listening = on
 
     def _candidates(self) -> list[_Slot]:
-        alive = [s for s in self.slots if s.pid and s.channel is not None
+        alive = [s for s in self.slots if s.pid and s.channel is not None and not s.killed
                  and not self.table.get(s.index, shared.RETIRING)]
         ready = [s for s in alive if self.table.get(s.index, shared.READY)]
         pool = ready or alive
@@ -147,7 +150,7 @@ class Supervisor:
             self._set_listening(False)
             return
         for _ in range(limit):
-            if sum(len(s.held) for s in self.slots) >= MAX_HELD:
+            if len(self.waiting) + sum(len(s.held) for s in self.slots) >= MAX_HELD:
                 self._set_listening(False)
                 return
             try:
@@ -167,29 +170,41 @@ class Supervisor:
 
     def _dispatch(self, conn: socket.socket) -> None:
         for slot in self._candidates():
-            if slot.held or not self._send(slot, conn):
-                slot.held.append(conn)
-                self._want_write(slot, True)
+            if slot.held:
+                slot.held.append(conn)  # behind the ones already waiting for this worker
+            else:
+                sent = self._send(slot, conn)
+                if sent is None:
+                    continue  # it just died: the next worker
+                if not sent:
+                    slot.held.append(conn)
+                    self._want_write(slot, True)
             self._rr = (slot.index + 1) % len(self.slots)
             return
-        conn.close()  # no worker at all (they are all being replaced): a refusal the client sees at once
+        # No worker can take it now (the only ones are being replaced): it waits for the next one.
+        self.waiting.append(conn)
 
-    def _send(self, slot: _Slot, conn: socket.socket) -> bool:
-        """Pass the connection to the worker (and close the master's copy); False if its channel is full."""
+    def _send(self, slot: _Slot, conn: socket.socket) -> Optional[bool]:
+        """Pass the connection to the worker (and close the master's copy): True if sent, False if its
+        channel is full, None if the worker is gone."""
         assert slot.channel is not None
         try:
             socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
         except BlockingIOError:
             return False
         except OSError:
-            pass  # the worker just died: the client sees the connection close
+            slot.killed = True  # dead but not reaped yet: no more connections for it
+            return None
         slot.sent += 1
         conn.close()
         return True
 
     def _flush(self, slot: _Slot) -> None:
         while slot.held and slot.channel is not None:
-            if not self._send(slot, slot.held[0]):
+            sent = self._send(slot, slot.held[0])
+            if sent is None:
+                break  # it died: once reaped, its held connections go to another worker
+            if not sent:
                 return
             slot.held.popleft()
         self._want_write(slot, False)
@@ -211,10 +226,14 @@ class Supervisor:
         slot.was_ready = False
         slot.retiring_seen = 0.0
         slot.killed = False
+        # A SIGTERM reaching the child before it resets its handlers would run the master's handler
+        # there and be lost: the signals stay blocked across the fork until the child is ready for them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
         pid = os.fork()
         if pid == 0:
             ours.close()
             self._child(slot, theirs)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)
         theirs.close()
         ours.setblocking(False)
         slot.pid, slot.channel = pid, ours
@@ -227,6 +246,7 @@ class Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)
             # Only the master accepts: a worker holding the listening socket open would keep the port
             # taking connections that nobody answers after the master closed it.
             self.selector.close()
@@ -238,6 +258,8 @@ class Supervisor:
                     other.channel.close()
                 for conn in other.held:  # or the client would not see it closed when the master closes it
                     conn.close()
+            for conn in self.waiting:
+                conn.close()
             code = run_worker(self.settings, slot.index, self.table, channel)
         except SystemExit as err:
             code = err.code if isinstance(err.code, int) else 1
@@ -321,6 +343,10 @@ class Supervisor:
                 if now - slot.retiring_seen > RETIRE_DRAIN_S + KILL_MARGIN_S and not slot.killed:
                     log.error("worker %d: being replaced but still running; killing it", slot.pid)
                     self._kill(slot)
+        if self.waiting and not self.stopping and self._candidates():
+            waiting, self.waiting = self.waiting, deque()
+            for conn in waiting:
+                self._dispatch(conn)
         if self.stopping:
             if now > self.stop_deadline:
                 for slot in self.slots:
@@ -346,6 +372,8 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + self.settings.shutdown_grace_s + KILL_MARGIN_S
         self._set_listening(False)
         self.listener.close()
+        while self.waiting:  # no worker is coming for these
+            self.waiting.popleft().close()
         for slot in self.slots:
             if slot.pid:
                 try:

@@ -287,12 +287,13 @@ def test_a_16_mb_header_is_431_and_not_echoed(tmp_path):
         assert svc.post("who").status_code == 200
 
 
-def test_silent_connections_do_not_lock_out_new_requests(tmp_path):
+def test_silent_connections_do_not_lock_out_new_requests(tmp_path, request):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 1200 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if max(soft, hard) < 1200:
         pytest.skip("needs 1,200 open files")
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        request.addfinalizer(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
     with serve(tmp_path) as svc:  # the defaults: one worker, 1,000 connections, 10 s for the headers
         silent = [socket.create_connection(("127.0.0.1", svc.port)) for _ in range(1050)]
         try:
