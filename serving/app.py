@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Optional
 
 from serving import aml_env
@@ -34,6 +33,7 @@ from serving.script import (
     request_headers,
     to_result,
 )
+from serving.scoring_thread import RETRY_AFTER_S, ScoringThread, Unavailable
 from serving.settings import Settings
 from serving.swagger import Swagger, SwaggerNotFound
 
@@ -51,6 +51,7 @@ REQUEST_ID_LIMIT = 100
 """Longest request id echoed, as Azure ML's server (longer ones are answered 431)."""
 _SCORE_METHODS = ("GET", "POST", "OPTIONS")
 _END = object()
+_RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 
 
 class _TooLarge(Exception):
@@ -99,7 +100,7 @@ class ScoringApp:
         self.env = env or aml_env.from_environ()
         # One thread runs init() and then every run(): scripts written for Azure ML assume one
         # caller at a time per worker, and a thread (not the event loop) lets a timeout answer.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self.executor = ScoringThread(max_queue_wait_s=settings.max_queue_wait_ms / 1000)
         self.ready = False
         self.in_flight = 0
         self.swagger = Swagger(script.run, script.decorated, script.app_root, self.env)
@@ -242,7 +243,7 @@ class ScoringApp:
                               [(b"www-authenticate", b"Bearer")])
             return
         if not self.ready:
-            await reply.error(503, "the service is starting: init() has not finished")
+            await reply.error(503, "the service is starting: init() has not finished", [_RETRY_AFTER])
             return
         limit = self.settings.max_request_bytes
         declared = headers.get(b"content-length")
@@ -269,7 +270,7 @@ class ScoringApp:
 
         cap = self.settings.max_concurrent_requests
         if cap and self.in_flight >= cap:
-            await reply.error(503, f"over {cap} requests in flight on this replica; retry")
+            await reply.error(503, f"over {cap} requests in flight on this replica; retry", [_RETRY_AFTER])
             return
         self.in_flight += 1
         try:
@@ -278,6 +279,9 @@ class ScoringApp:
         except asyncio.TimeoutError:
             log.error("run() exceeded %d ms (request %s)", self.settings.timeout_ms, reply.request_id)
             await reply.error(504, f"run() did not finish within {self.settings.timeout_ms} ms", [RUN_FAILED])
+            return
+        except Unavailable as err:
+            await reply.error(503, str(err), [_RETRY_AFTER])
             return
         except BadInput as err:
             await reply.error(400, str(err))

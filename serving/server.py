@@ -1,30 +1,26 @@
-"""Run the scoring app: one process, or a master with WORKER_COUNT forked workers on one socket.
+"""Run the scoring app: a master process that owns the port and WORKER_COUNT forked workers.
 
     python -m serving --entry-script score.py --model-dir DIR --port 5001
+
+See `serving.supervisor` (the master) and `serving.worker` (a worker) for the process model.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
-import signal
+import resource
 import socket
 import sys
 from dataclasses import replace
 
-import uvicorn
-
 from serving import settings as names
-from serving.app import INIT_FAILED_EXIT, ScoringApp
-from serving.collector import from_environ as collector_from_environ
-from serving.script import ScoringScript, ScriptLoadError, format_exception
 from serving.settings import Settings, from_environ
+from serving.supervisor import Supervisor
+from serving.tls import server_context
 
 log = logging.getLogger("serving")
-GRACEFUL_SHUTDOWN_S = 30
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -59,73 +55,28 @@ def _bind(settings: Settings) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
-    """One worker: load the script, serve until SIGTERM, finish requests in flight."""
-    if settings.model_dir:
-        # Scripts read the model folder from the environment, as in Azure ML.
-        os.environ[names.MODEL_DIR] = os.path.abspath(settings.model_dir)
-    try:
-        script = ScoringScript(settings.entry_script)
-    except ScriptLoadError as err:
-        log.error("cannot load %s: %s\n%s", settings.entry_script, err,
-                  format_exception(err.__cause__) if err.__cause__ else "")
-        sys.exit(INIT_FAILED_EXIT)
-    # Each worker has its own collector: its thread and blob name must not be shared across a fork.
-    app = ScoringApp(settings, script, collector_from_environ())
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        http="httptools",
-        loop="uvloop",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+def _raise_open_files_limit() -> None:
+    # Each connection is a descriptor; the soft limit is often 1024, below MAX_CONNECTIONS per worker.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    """Serve until SIGTERM/SIGINT; returns the exit code (0, or 3 when init() fails)."""
+    if settings.tls_cert_file and settings.tls_key_file:
+        server_context(settings.tls_cert_file, settings.tls_key_file)  # fail here, once, if unusable
+    _raise_open_files_limit()
     sock = _bind(settings)
-    log.info("serving %s on http://%s:%d with %d worker(s)", settings.entry_script, settings.host,
+    log.info("serving %s on %s://%s:%d with %d worker(s)", settings.entry_script, settings.scheme, settings.host,
              settings.port, settings.workers)
-    if settings.workers == 1:
-        _worker(settings, sock)
-        return 0
-
-    ctx = multiprocessing.get_context("fork")
-    workers = [ctx.Process(target=_worker, args=(settings, sock), name=f"worker-{i}") for i in range(settings.workers)]
-    for w in workers:
-        w.start()
-    stopping = False
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for w in workers:
-            if w.is_alive() and w.pid:
-                os.kill(w.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    code = 0
-    alive = list(workers)
-    while alive:
-        multiprocessing.connection.wait([w.sentinel for w in alive])
-        for w in [w for w in alive if not w.is_alive()]:
-            alive.remove(w)
-            if w.exitcode and not stopping:
-                # A worker that died on its own (init failed, crash): stop the rest and report it,
-                # so the orchestrator sees one failed service instead of a half-sized one.
-                log.error("%s exited with code %s; stopping the service", w.name, w.exitcode)
-                code = w.exitcode if w.exitcode > 0 else 1
-                stop(signal.SIGTERM, None)
-    sock.close()
-    return code
+    return Supervisor(settings, sock).run()
 
 
 def main(argv: list[str] | None = None) -> None:
