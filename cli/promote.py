@@ -126,8 +126,15 @@ def _indent(line: str) -> int:
 
 
 def _scalar(value: str) -> str:
-    # JSON strings are YAML double-quoted scalars: versions such as 1e5 or 012345 stay strings.
+    # JSON strings are YAML double-quoted scalars: versions such as 1e50 or 012345 stay strings
+    # for every YAML reader (Pulumi's Go reader takes a plain 1e50 as a number).
     return json.dumps(value)
+
+
+def _key(name: str) -> str:
+    """A plain key where no YAML reader could take it for anything but that string; quoted otherwise."""
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name) and yaml.safe_load(name) == name
+    return name if plain else _scalar(name)
 
 
 def _block(indent: str, source: str, target: str, pins: dict[str, Any]) -> list[str]:
@@ -138,54 +145,66 @@ def _block(indent: str, source: str, target: str, pins: dict[str, Any]) -> list[
     for key in ("images", "models"):
         entries = pins[key]
         lines.append(f"{indent}  {key}:{' {}' if not entries else ''}\n")
-        lines += [f"{indent}    {_scalar(name)}: {_scalar(value)}\n" for name, value in entries.items()]
+        lines += [f"{indent}    {_key(name)}: {_scalar(value)}\n" for name, value in entries.items()]
     return lines
 
 
-def write_pins(path: Path, source: str, target: str, pins: dict[str, Any]) -> str:
-    """`path` with `ml-deploy:promote_from` and `ml-deploy:promoted` set, everything else (comments,
-    order, other keys) as it was. The result is checked by parsing it back."""
-    text = path.read_text()
-    original = yaml.safe_load(text) or {}
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    start = next((i for i, line in enumerate(lines) if _CONFIG.match(line)), None)
-    if start is None:
-        lines += ["config:\n"]
-        start = len(lines) - 1
-    # The config map runs until the next top-level line; its keys share the first key's indentation.
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].strip() and not lines[i].lstrip().startswith("#") and _indent(lines[i]) == 0), len(lines))
-    keys = [i for i in range(start + 1, end) if lines[i].strip() and not lines[i].lstrip().startswith(("#", "- "))]
-    indent = min((_indent(lines[i]) for i in keys), default=2)
-    keys = [i for i in keys if _indent(lines[i]) == indent]
+@dataclass(frozen=True)
+class _ConfigMap:
+    """Where the `config:` map of a stack file is: its lines, its keys' indentation and key lines."""
 
-    def block_end(i: int) -> int:
-        j = i + 1
-        while j < end and (not lines[j].strip() or _indent(lines[j]) > indent
-                           or (lines[j].lstrip().startswith("- ") and _indent(lines[j]) == indent)):
+    lines: list[str]
+    start: int
+    end: int
+    indent: int
+    keys: list[int]
+
+    @classmethod
+    def scan(cls, lines: list[str]) -> "_ConfigMap":
+        start = next(i for i, line in enumerate(lines) if _CONFIG.match(line))
+        # The map runs until the next top-level line; its keys share the first key's indentation.
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].strip()
+                    and not lines[i].lstrip().startswith("#") and _indent(lines[i]) == 0), len(lines))
+        keys = [i for i in range(start + 1, end) if lines[i].strip() and not lines[i].lstrip().startswith(("#", "- "))]
+        indent = min((_indent(lines[i]) for i in keys), default=2)
+        return cls(lines, start, end, indent, [i for i in keys if _indent(lines[i]) == indent])
+
+    def find(self, key: str) -> Optional[int]:
+        return next((i for i in self.keys if self.lines[i].strip().startswith(f"{key}:")), None)
+
+    def block_end(self, i: int) -> int:
+        """The line after the value of the key at line `i` (nested lines, or a sequence at the key's indentation)."""
+        lines, j = self.lines, i + 1
+        while j < self.end and (not lines[j].strip() or _indent(lines[j]) > self.indent
+                                or (lines[j].lstrip().startswith("- ") and _indent(lines[j]) == self.indent)):
             j += 1
         while j > i + 1 and not lines[j - 1].strip():
             j -= 1
         return j
 
-    def find(key: str) -> Optional[int]:
-        return next((i for i in keys if lines[i].strip().startswith(f"{key}:")), None)
 
-    pad = " " * indent
+def write_pins(path: Path, source: str, target: str, pins: dict[str, Any]) -> str:
+    """The text of `path` with `ml-deploy:promote_from` and `ml-deploy:promoted` set, everything else
+    (comments, order, other keys) as it was. The result is checked by parsing it back."""
+    text = path.read_text()
+    original = yaml.safe_load(text) or {}
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    if not any(_CONFIG.match(line) for line in lines):
+        lines.append("config:\n")
+    cfg = _ConfigMap.scan(lines)
+    pad = " " * cfg.indent
     block = _block(pad, source, target, pins)
-    at = find(PROMOTED)
+    at = cfg.find(PROMOTED)
     if at is not None:
-        lines[at:block_end(at)] = block
+        lines[at:cfg.block_end(at)] = block
     else:
-        last = max(keys, default=start)
-        insert = block_end(last) if keys else start + 1
+        insert = cfg.block_end(cfg.keys[-1]) if cfg.keys else cfg.start + 1
         lines[insert:insert] = block
-    if find(PROMOTE_FROM) is None:
-        at = find(PROMOTED)
-        assert at is not None
-        lines.insert(at, f"{pad}{PROMOTE_FROM}: {_scalar(source)}\n")
+    cfg = _ConfigMap.scan(lines)
+    if cfg.find(PROMOTE_FROM) is None:
+        lines.insert(cfg.find(PROMOTED) or cfg.start + 1, f"{pad}{PROMOTE_FROM}: {_scalar(source)}\n")
     result = "".join(lines)
 
     expected = dict(original)
