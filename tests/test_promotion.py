@@ -135,6 +135,13 @@ def test_promote_from_without_pins_asks_for_ml_deploy_promote(config, staging):
     assert_rejected(prod, "promoted", "./ml-deploy promote --from staging --to dev")
 
 
+def test_pins_without_promote_from_are_rejected(config, staging):
+    prod = promoted(config, staging)
+    del prod["ml-deploy:promote_from"]
+    prod["ml-deploy:images"] = config["ml-deploy:images"]
+    assert_rejected(prod, "promoted", "only with promote_from")
+
+
 def test_a_stack_cannot_promote_from_itself(config, staging):
     prod = promoted(config, staging, source="dev")
     assert_rejected(prod, "promote_from", "cannot promote from itself")
