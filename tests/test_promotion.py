@@ -165,6 +165,14 @@ def test_pins_must_be_digests_of_the_declared_images(config, staging):
     assert_rejected(prod, "promoted.stack", "pinned from 'dev-2'")
 
 
+def test_iot_edge_services_are_refused_on_a_promoted_stack(config, staging):
+    prod = promoted(config, staging)
+    prod["ml-deploy:iot_hubs"] = [{"name": "factory", "sku": "S1", "capacity": 1}]
+    prod["ml-deploy:services"] = [{"name": "diabetes-edge", "image": "diabetes", "target": "iot_edge",
+                                   "hub": "factory", "devices": ["line-1"]}]
+    assert_rejected(prod, "services[0].target", "cannot run on a promoted stack")
+
+
 def test_a_pin_outside_the_source_registry_fails_the_deployment(config, staging):
     prod = promoted(config, staging)
     digest = staging["image_digests"]["diabetes"].split("@", 1)[1]
