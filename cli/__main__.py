@@ -3,6 +3,7 @@
     ./ml-deploy plan --stack dev                       # the offline plan (no cloud needed)
     ./ml-deploy call --stack local --service NAME FILE # service.run
     ./ml-deploy logs --stack local --service NAME      # service.get_logs()
+    ./ml-deploy promote --from staging --to prod       # pin staging's images and models into prod
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ COMMANDS = {
     "plan": ("cli.plan", "the resource tree a stack registers, computed offline under Pulumi's mocks"),
     "call": ("cli.call", "post a JSON file to a service and print the answer (Azure ML's service.run)"),
     "logs": ("cli.logs", "print a deployed service's recent log (Azure ML's service.get_logs())"),
+    "promote": ("cli.promote", "pin what one stack runs (images by digest, model versions) into another's config"),
 }
 
 

@@ -11,7 +11,7 @@ import json
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 import yaml
@@ -60,6 +60,8 @@ class Recording:
     resources: list[Recorded]
     outputs: dict[str, Any]
     output_secret_paths: set[str]
+    reads: list[Recorded] = field(default_factory=list)
+    """What the program read without managing it (StackReferences), in order."""
 
     def of_type(self, type_: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_]
@@ -112,8 +114,10 @@ class AzureMocks(pulumi.runtime.Mocks):
     in a real deployment.
     """
 
-    def __init__(self, location: str = "westeurope"):
+    def __init__(self, location: str = "westeurope", stack_outputs: Optional[Mapping[str, dict[str, Any]]] = None):
         self.location = location
+        self.stack_outputs = dict(stack_outputs or {})
+        """What a StackReference reads, by fully qualified stack name."""
         # What each target answers for the resources and invokes it owns (infra/targets/).
         self.resource_hooks: dict[str, Callable[[MockResource], None]] = {}
         self.call_hooks: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {}
@@ -124,6 +128,12 @@ class AzureMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict]:
         state = dict(args.inputs)
         t = args.typ
+        if t == "pulumi:pulumi:StackReference":
+            name = str(state.get("name"))
+            if name not in self.stack_outputs:
+                raise KeyError(f"no outputs for the stack reference {name!r} under the mocks "
+                               f"(known: {', '.join(self.stack_outputs) or 'none'})")
+            return name, {"name": name, "outputs": self.stack_outputs[name], "secret_output_names": []}
         name_keys = (
             "resourceGroupName" if t.endswith(":ResourceGroup") else None,
             "accountName" if t.endswith(":StorageAccount") else None,
@@ -190,6 +200,16 @@ class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
+        self.reads: list[Recorded] = []
+
+    def ReadResource(self, request):  # noqa: N802 - the gRPC method name
+        response = super().ReadResource(request)
+        self.reads.append(Recorded(
+            urn=response.urn, type=request.type, name=request.name, parent=request.parent or None, custom=True,
+            protect=False, inputs=rpc.deserialize_properties(request.properties), id=request.id or None,
+            outputs=self.resources[response.urn].state,
+        ))
+        return response
 
     def RegisterResource(self, request):  # noqa: N802 - the gRPC method name
         response = super().RegisterResource(request)
@@ -254,13 +274,35 @@ async def _resolve(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
-def run(config: dict[str, str], *, stack: str = "dev", preview: bool = False) -> Recording:
+def source_outputs(config: Mapping[str, str], root: Path = PROJECT_ROOT,
+                   chain: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """What the StackReference of a promoted stack reads under the mocks: the outputs of the offline
+    plan of the stack it promotes from (`Pulumi.<source>.yaml` in `root`), and so on up the chain.
+    Empty for a stack that promotes from nothing."""
+    from infra.promotion import reference_name
+
+    source = config.get(f"{PROJECT}:promote_from")
+    if not source or chain[-1:] == (source,):  # none, or itself: config validation says so
+        return {}
+    if source in chain:
+        raise ValueError(f"promotion cycle: {' -> '.join((*chain, source))}")
+    values = stack_config(source, root)
+    upstream = source_outputs(values, root, (*chain, source))
+    return {**upstream, reference_name(source): run(values, stack=source, stack_outputs=upstream).outputs}
+
+
+def run(config: dict[str, str], *, stack: str = "dev", preview: bool = False,
+        stack_outputs: Optional[Mapping[str, dict[str, Any]]] = None) -> Recording:
     """Run `infra/__main__.py` under the mocks with `config` and return what it registered.
 
-    Exceptions the program raises (a ConfigError, say) propagate after the runtime settles.
+    `stack_outputs` answers StackReferences by fully qualified stack name; by default a promoted
+    stack reads the offline plan of the stack it promotes from (`source_outputs`). Exceptions the
+    program raises (a ConfigError, say) propagate after the runtime settles.
     """
+    if stack_outputs is None:
+        stack_outputs = source_outputs(config, chain=(stack,))
     location = config.get("azure-native:location", "westeurope")
-    mocks = AzureMocks(location=location)
+    mocks = AzureMocks(location=location, stack_outputs=stack_outputs)
     monitor = RecordingMonitor(mocks)
     # A fresh runtime each run: several runs in one process (diff checks) must not share a stack.
     settings.reset_options(project=PROJECT, stack=stack, preview=preview)
@@ -280,4 +322,4 @@ def run(config: dict[str, str], *, stack: str = "dev", preview: bool = False) ->
     exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
     secrets: set[str] = set()
     outputs = _sync_await(_resolve(exported, "", secrets))
-    return Recording(resources=monitor.recorded, outputs=outputs, output_secret_paths=secrets)
+    return Recording(resources=monitor.recorded, outputs=outputs, output_secret_paths=secrets, reads=monitor.reads)

@@ -13,9 +13,17 @@ from typing import Optional
 import pulumi
 
 from components import TOKEN_PREFIX
-from content.bundle import content_tag, model_dir, scoring_bundle
+from content.bundle import TAG_LEN, content_digest, model_dir, scoring_bundle
 from content.model import BundledModel
-from providers.local import BundleProvider, Folder, ModelVersionProvider, ServiceProcess, ServiceProvider, log_path
+from providers.local import (
+    BundleProvider,
+    Folder,
+    ModelVersionProvider,
+    PromotedBundleProvider,
+    ServiceProcess,
+    ServiceProvider,
+    log_path,
+)
 from serving import settings as runtime
 
 # State written before the providers moved to `providers/local.py` names them by these old paths
@@ -23,6 +31,18 @@ from serving import settings as runtime
 _ModelVersionProvider = ModelVersionProvider
 _BundleProvider = BundleProvider
 _ServiceProvider = ServiceProvider
+
+IMAGE_STORE = "images"
+"""The folder of a local workspace holding the bundles it builds (`<workspace>/images/<image>/<tag>/`)."""
+PROMOTED_STORE = "promoted"
+"""The folder holding the bundles a promoted stack copies in: apart from `images/`, so a stack that
+switches between building and promoting never deletes, with the old resource, the folder the new
+one uses."""
+
+
+def digest_ref(image: str, digest: str) -> str:
+    """A local image pinned by its bundle digest: `local/<image>@sha256:<digest>`, like a registry's."""
+    return f"local/{image}@sha256:{digest}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,10 @@ class LocalImage(pulumi.ComponentResource):
     """The scoring bundle of an image, stored locally and tagged by content like the container image."""
 
     tag: str
+    digest: str
+    """The bundle's SHA-256 over its paths and bytes (64 hex digits); `tag` is its start."""
+    digest_ref: str
+    """`local/<image>@sha256:<digest>`: what a stack promoted from this one pins."""
     image_ref: pulumi.Output[str]
     """`local/<image>:<tag>`."""
     path: pulumi.Output[str]
@@ -84,7 +108,9 @@ class LocalImage(pulumi.ComponentResource):
         sources = scoring_bundle(
             args.execution_script, args.conda_file, args.models, args.runtime_root, args.base_image
         )
-        self.tag = content_tag(sources)
+        self.digest = content_digest(sources)
+        self.digest_ref = digest_ref(name, self.digest)
+        self.tag = self.digest[:TAG_LEN]
         self.model_dir = str(model_dir(args.models))
         bundle = Folder(
             BundleProvider(),
@@ -93,6 +119,58 @@ class LocalImage(pulumi.ComponentResource):
              # Plain data for the provider process: a file's absolute path, or generated text.
              "sources": [[str(rel), "file", str(src.resolve())] if isinstance(src, Path) else [str(rel), "text", src]
                          for rel, src in sorted(sources.items())]},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+        )
+        self.path = bundle.path
+        self.image_ref = pulumi.Output.concat("local/", name, ":", self.tag)
+        self.register_outputs({"image_ref": self.image_ref, "path": self.path})
+
+
+@dataclass(frozen=True)
+class PromotedBundleArgs:
+    """Inputs of a PromotedBundle."""
+
+    store: str
+    """This stack's image store."""
+    source_stack: str
+    """The stack the bundle is promoted from (for messages)."""
+    source_store: pulumi.Input[str]
+    """The source stack's image store, read from its outputs."""
+    digest: str
+    """The pinned bundle digest (64 hex digits)."""
+    models: list[BundledModel]
+    """The models the bundle must carry, at the pinned versions."""
+    depends_on: list[pulumi.Resource]
+    """The registered models, so a bundle never exists before its models are registered."""
+
+
+class PromotedBundle(pulumi.ComponentResource):
+    """Another stack's image bundle, copied into this stack's image store and checked against the
+    pinned digest: the same content tag and bytes, rebuilt from nothing here."""
+
+    tag: str
+    digest: str
+    digest_ref: str
+    """`local/<image>@sha256:<digest>`, the pin, exported again so stacks can promote from this one."""
+    image_ref: pulumi.Output[str]
+    """`local/<image>:<tag>`, as the source stack names it."""
+    path: pulumi.Output[str]
+    """The copy in this stack's store."""
+    model_dir: str
+    """`AZUREML_MODEL_DIR` relative to the bundle's app folder."""
+
+    def __init__(self, name: str, args: PromotedBundleArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(f"{TOKEN_PREFIX}:PromotedBundle", name, None, opts)
+        self.digest = args.digest
+        self.digest_ref = digest_ref(name, self.digest)
+        self.tag = self.digest[:TAG_LEN]
+        self.model_dir = str(model_dir(args.models))
+        bundle = Folder(
+            PromotedBundleProvider(),
+            f"{name}-bundle",
+            {"store": args.store, "image": name, "tag": self.tag, "digest": self.digest,
+             "source_stack": args.source_stack, "source_store": args.source_store,
+             "models": [[m.name, m.version] for m in args.models]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.path = bundle.path

@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Union
+from typing import Iterable, Mapping, Union
 
 from content.model import BundledModel, file_sha256
 
@@ -23,6 +23,8 @@ CONDA_NAME = "env.yml"
 MODELS_DIR = "azureml-models"
 DOCKERFILE = "Dockerfile"
 TAG_LEN = 16
+COMPLETE = ".complete"
+"""Written last into a bundle folder: its manifest (`sha256sum` format), so its presence means complete."""
 
 APP_ROOT = "/var/azureml-app"
 """Where Azure ML images keep the scoring app; scripts sometimes hard-code it."""
@@ -93,14 +95,35 @@ def scoring_bundle(
     return sources
 
 
-def content_tag(sources: dict[PurePosixPath, Source]) -> str:
-    """A tag derived from the bundle's paths and bytes: unchanged inputs give an unchanged tag."""
+def source_sha256(source: Source) -> bytes:
+    """SHA-256 of one bundle file as it is written: a file's bytes, or generated text as UTF-8."""
+    return file_sha256(source) if isinstance(source, Path) else hashlib.sha256(source.encode()).digest()
+
+
+def digest_of(hashes: Mapping[PurePosixPath, bytes]) -> str:
+    """The bundle digest (64 hex digits) from each file's path and SHA-256, in path order."""
     digest = hashlib.sha256()
-    for rel in sorted(sources):
-        source = sources[rel]
+    for rel in sorted(hashes):
         digest.update(str(rel).encode() + b"\0")
-        digest.update(file_sha256(source) if isinstance(source, Path) else hashlib.sha256(source.encode()).digest())
-    return digest.hexdigest()[:TAG_LEN]
+        digest.update(hashes[rel])
+    return digest.hexdigest()
+
+
+def content_digest(sources: dict[PurePosixPath, Source]) -> str:
+    """The digest of the bundle's paths and bytes: what a promoted stack pins and verifies."""
+    return digest_of({rel: source_sha256(source) for rel, source in sources.items()})
+
+
+def bundled_models(files: Iterable[PurePosixPath]) -> dict[str, str]:
+    """The models a bundle carries, name -> version, from its files' paths (`app/azureml-models/<m>/<v>/...`)."""
+    return {rel.parts[2]: rel.parts[3] for rel in files
+            if len(rel.parts) > 4 and rel.parts[:2] == (APP_DIR, MODELS_DIR)}
+
+
+def content_tag(sources: dict[PurePosixPath, Source]) -> str:
+    """A tag derived from the bundle's paths and bytes: unchanged inputs give an unchanged tag.
+    It is the start of `content_digest`."""
+    return content_digest(sources)[:TAG_LEN]
 
 
 def write_bundle(target: Path, sources: dict[PurePosixPath, Source]) -> Path:
@@ -110,7 +133,7 @@ def write_bundle(target: Path, sources: dict[PurePosixPath, Source]) -> Path:
     completion marker already holds exactly these bytes and writing it again would be wasted I/O.
     Files are copied, never read whole into memory.
     """
-    marker = target / ".complete"
+    marker = target / COMPLETE
     if marker.exists():
         return target
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
@@ -120,9 +143,87 @@ def write_bundle(target: Path, sources: dict[PurePosixPath, Source]) -> Path:
         if isinstance(source, Path):
             shutil.copyfile(source, dest)
         else:
-            dest.write_text(source)
-    (partial / ".complete").write_text("")
+            dest.write_text(source, encoding="utf-8")
+    _finish(partial, target, {rel: source_sha256(source) for rel, source in sources.items()})
+    return target
+
+
+def _finish(partial: Path, target: Path, hashes: Mapping[PurePosixPath, bytes]) -> None:
+    """Write the manifest (which marks the bundle complete) and move the bundle into place."""
+    lines = "".join(f"{hashes[rel].hex()}  {rel}\n" for rel in sorted(hashes))
+    (partial / COMPLETE).write_text(lines, encoding="utf-8")
     if target.exists():  # an interrupted earlier write: replace it
         shutil.rmtree(target)
     partial.rename(target)
+
+
+def manifest(bundle: Path) -> dict[PurePosixPath, str]:
+    """The files of a written bundle and their SHA-256 (hex), from its manifest.
+
+    Bundles written before the manifest existed have an empty marker: their files are listed from
+    disk instead, without the `__pycache__` folders a running service leaves behind.
+    """
+    text = (bundle / COMPLETE).read_text(encoding="utf-8")
+    if text.strip():
+        listed: dict[PurePosixPath, str] = {}
+        for line in text.splitlines():
+            sha, _, rel = line.partition("  ")
+            listed[PurePosixPath(rel)] = sha
+        return listed
+    files = (p for p in bundle.rglob("*") if p.is_file() and p.name != COMPLETE and "__pycache__" not in p.parts)
+    return {PurePosixPath(*p.relative_to(bundle).parts): "" for p in sorted(files)}
+
+
+class BundleMismatch(ValueError):
+    """A copied bundle's bytes are not the ones its digest names."""
+
+
+def copy_bundle(source: Path, target: Path, digest: str) -> Path:
+    """Copy the complete bundle at `source` to `target`, checking every file against the source's
+    manifest and the whole against `digest`; return `target`.
+
+    Only the files the manifest lists are copied, so whatever a running service wrote into the
+    source folder (`__pycache__`, files a script saved) stays behind. An existing complete `target`
+    is checked the same way and kept.
+    """
+    if (target / COMPLETE).exists():
+        found = digest_of({rel: _sha256(target / rel) for rel in manifest(target)})
+        if found != digest:
+            raise BundleMismatch(f"{target} holds bundle sha256:{found}, not sha256:{digest}")
+        return target
+    if not (source / COMPLETE).exists():
+        raise FileNotFoundError(f"no complete bundle at {source}")
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    hashes: dict[PurePosixPath, bytes] = {}
+    try:
+        for rel, expected in manifest(source).items():
+            dest = partial / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            hashes[rel] = _copy_hashing(source / rel, dest)
+            if expected and hashes[rel].hex() != expected:
+                raise BundleMismatch(f"{source / rel} changed since the bundle was written "
+                                     f"(sha256 {hashes[rel].hex()}, manifest {expected})")
+        found = digest_of(hashes)
+        if found != digest:
+            raise BundleMismatch(f"the bundle at {source} is sha256:{found}, not sha256:{digest}")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _finish(partial, target, hashes)
     return target
+
+
+def _sha256(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def _copy_hashing(source: Path, dest: Path, chunk: int = 1 << 20) -> bytes:
+    """Copy `source` to `dest` and return the SHA-256 of the bytes written, reading them once."""
+    digest = hashlib.sha256()
+    with source.open("rb") as src, dest.open("wb") as out:
+        while block := src.read(chunk):
+            digest.update(block)
+            out.write(block)
+    shutil.copymode(source, dest)
+    return digest.digest()

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, TypeVar
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -22,7 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # The config keys every stack may set, in the order of the Azure ML workflow. Targets add their own
 # shared sections (`aks_clusters`, ...) through the target registry (infra/targets/).
-KEYS = ("workspace", "models", "images", "services")
+KEYS = ("workspace", "models", "images", "services", "promote_from", "promoted")
 
 DEFAULT_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 
@@ -31,6 +31,13 @@ MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 IMAGE_NAME = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$"
 SERVICE_NAME = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
 WORKSPACE_NAME = r"^[a-z][a-z0-9-]{1,14}[a-z0-9]$"
+# Pulumi's rule for stack names (pulumi/pulumi pkg/backend: stackNameAndProjectRegexp).
+STACK_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
+# An image pinned by digest: `<repository>[:<tag>]@sha256:<64 hex>`; registries (and the local
+# image store, whose repositories are `local/<image>`) answer a digest with exactly those bytes.
+DIGEST_REF = re.compile(r"^(?P<repository>[a-z0-9][a-z0-9._/:-]*?)(?::[\w][\w.-]{0,127})?@sha256:(?P<digest>[0-9a-f]{64})$")
+MODEL_VERSION = r"^[0-9a-f]{12}$"
+PROMOTE_COMMAND = "./ml-deploy promote --from {source} --to {stack}"
 
 
 class ConfigError(pulumi.RunError):
@@ -83,15 +90,25 @@ class ModelConfig(Strict):
         return _existing_path(str(value), info, "model path")
 
 
-class ImageConfig(Strict):
-    """One entry of `ml-deploy:images`: a scoring image built from a script, a conda env and models."""
+class ImageBase(Strict):
+    """One entry of `ml-deploy:images`: an image and the models it carries. On a promoted stack
+    (`promote_from`) this is all an entry says: the image itself comes from the source stack."""
 
     name: str = Field(pattern=IMAGE_NAME, max_length=64)
     models: list[str] = Field(min_length=1)
-    execution_script: Path
-    conda_file: Path
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
+
+
+BUILD_KEYS = ("execution_script", "conda_file", "base_image")
+"""What only a stack that builds its images sets on them."""
+
+
+class ImageConfig(ImageBase):
+    """An image this stack builds: a scoring image from a script, a conda env and models."""
+
+    execution_script: Path
+    conda_file: Path
     base_image: str = DEFAULT_BASE_IMAGE
 
     @field_validator("execution_script", mode="before")
@@ -155,6 +172,34 @@ class ServiceBase(Strict):
         return _check_tags(tags)
 
 
+class PromotedConfig(Strict):
+    """`ml-deploy:promoted`: what `ml-deploy promote` pinned from the source stack's outputs, reviewed
+    in git. The stack runs these and nothing else until it is promoted again."""
+
+    stack: str = Field(pattern=STACK_NAME)
+    """The stack the pins were read from; must be `promote_from`."""
+    images: dict[str, str] = Field(default_factory=dict)
+    """Image name -> reference pinned by digest (`<registry>/<image>@sha256:...`, `local/<image>@sha256:...`)."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """Model name -> the version the source stack registered (its content digest)."""
+
+    @field_validator("images")
+    @classmethod
+    def _digest_refs(cls, images: dict[str, str]) -> dict[str, str]:
+        for name, ref in images.items():
+            if not DIGEST_REF.match(ref):
+                raise ValueError(f"{name}: {ref!r} is not an image reference pinned by digest (<repository>@sha256:<64 hex>)")
+        return images
+
+    @field_validator("models")
+    @classmethod
+    def _versions(cls, models: dict[str, str]) -> dict[str, str]:
+        for name, version in models.items():
+            if not re.match(MODEL_VERSION, version):
+                raise ValueError(f"{name}: {version!r} is not a model version (12 hex digits)")
+        return models
+
+
 Section = TypeVar("Section", bound=BaseModel)
 
 
@@ -164,17 +209,26 @@ class StackConfig:
 
     workspace: WorkspaceConfig
     models: list[ModelConfig] = field(default_factory=list)
-    images: list[ImageConfig] = field(default_factory=list)
+    images: list[ImageBase] = field(default_factory=list)
+    """`ImageConfig`s on a stack that builds its images; `ImageBase`s on a promoted one."""
     services: list[ServiceBase] = field(default_factory=list)
     """Each one an instance of its target's config class."""
     sections: dict[str, list[BaseModel]] = field(default_factory=dict)
     """Target-owned shared sections by key (`aks_clusters`: the clusters services run on)."""
+    promote_from: Optional[str] = None
+    """The stack whose images and model versions this one runs, instead of building its own."""
+    promoted: Optional[PromotedConfig] = None
+    """With `promote_from`: the pinned images and model versions."""
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.models if m.name == name)
 
-    def image(self, name: str) -> ImageConfig:
+    def image(self, name: str) -> ImageBase:
         return next(i for i in self.images if i.name == name)
+
+    def built_images(self) -> list[ImageConfig]:
+        """The images this stack builds (none on a promoted stack)."""
+        return [i for i in self.images if isinstance(i, ImageConfig)]
 
     def section(self, key: str, kind: type[Section]) -> list[Section]:
         """The entries of a target-owned section, typed."""
@@ -188,7 +242,8 @@ class StackConfig:
 class _Common(Strict):
     workspace: WorkspaceConfig
     models: list[ModelConfig] = Field(default_factory=list)
-    images: list[ImageConfig] = Field(default_factory=list)
+    promote_from: Optional[str] = Field(default=None, pattern=STACK_NAME)
+    promoted: Optional[PromotedConfig] = None
 
 
 def _format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
@@ -284,10 +339,68 @@ def _common_problems(cfg: StackConfig, targets: dict[str, "Target"]) -> list[str
     return problems
 
 
-def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT) -> StackConfig:
+def _validate_images(raw: Any, promoted: bool, root: Path) -> tuple[list[ImageBase], list[str]]:
+    """Images a stack builds, or on a promoted stack the images it takes (no build keys)."""
+    if not promoted:
+        images, problems = _validate_list("images", raw, ImageConfig, root)
+        return [i for i in images if isinstance(i, ImageBase)], problems
+    if not isinstance(raw, list):
+        return [], ["images: must be a list"]
+    problems: list[str] = []
+    stripped: list[Any] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, dict):
+            for key in BUILD_KEYS:
+                if key in item:
+                    problems.append(f"images[{i}].{key}: not used on a promoted stack, which builds nothing "
+                                    f"(the image comes from the promote_from stack): remove it")
+            item = {k: v for k, v in item.items() if k not in BUILD_KEYS}
+        stripped.append(item)
+    images, more = _validate_list("images", stripped, ImageBase, root)
+    return [i for i in images if isinstance(i, ImageBase)], problems + more
+
+
+def _promotion_problems(cfg: StackConfig, stack: Optional[str]) -> list[str]:
+    """`promote_from` and `promoted` agree with each other, with this stack and with its images and models."""
+    source, pins = cfg.promote_from, cfg.promoted
+    if source is None:
+        return ["promoted: only with promote_from (the stack the pins come from)"] if pins is not None else []
+    command = PROMOTE_COMMAND.format(source=source, stack=stack or "<this stack>")
+    if source == stack:
+        return [f"promote_from: a stack cannot promote from itself ({stack!r})"]
+    if pins is None:
+        return [f"promoted: required with promote_from: pin what {source!r} runs with `{command}`"]
+    if pins.stack != source:
+        return [f"promoted.stack: pinned from {pins.stack!r}, but promote_from is {source!r}: run `{command}`"]
+    problems: list[str] = []
+    local = cfg.workspace.kind == "local"
+    for i, image in enumerate(cfg.images):
+        ref = pins.images.get(image.name)
+        if ref is None:
+            problems.append(f"images[{i}]: {image.name!r} is not pinned in promoted.images: run `{command}`")
+            continue
+        match = DIGEST_REF.match(ref)
+        repository = match.group("repository") if match else ""
+        if local != repository.startswith("local/"):
+            problems.append(f"promoted.images.{image.name}: {ref!r} is {'not ' if local else ''}a local image, "
+                            f"and this stack's workspace is of kind {cfg.workspace.kind!r}")
+        elif repository.rsplit("/", 1)[-1] != image.name:
+            problems.append(f"promoted.images.{image.name}: {ref!r} is not an image named {image.name!r}")
+    for name in sorted(set(pins.images) - {i.name for i in cfg.images}):
+        problems.append(f"promoted.images.{name}: no image named {name!r} in images: run `{command}`")
+    for i, model in enumerate(cfg.models):
+        if model.name not in pins.models:
+            problems.append(f"models[{i}]: {model.name!r} is not pinned in promoted.models: run `{command}`")
+    for name in sorted(set(pins.models) - {m.name for m in cfg.models}):
+        problems.append(f"promoted.models.{name}: no model named {name!r} in models: run `{command}`")
+    return problems
+
+
+def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT, stack: Optional[str] = None) -> StackConfig:
     """Validate the `ml-deploy:` config values (key without namespace -> value) into a StackConfig.
 
-    Raises ConfigError naming every invalid path; nothing is registered before this returns.
+    `stack` is the stack being deployed (a stack cannot promote from itself). Raises ConfigError
+    naming every invalid path; nothing is registered before this returns.
     """
     from infra.targets import registry  # the targets import this module for their base classes
 
@@ -301,10 +414,13 @@ def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT) -> StackConfig:
         raise ConfigError(problems)
     common: _Common | None = None
     try:
-        common = _Common.model_validate({k: raw[k] for k in ("workspace", "models", "images") if k in raw},
-                                        context={"root": root})
+        common = _Common.model_validate(
+            {k: raw[k] for k in ("workspace", "models", "promote_from", "promoted") if k in raw}, context={"root": root}
+        )
     except ValidationError as err:
         problems += _errors(err)
+    images, image_problems = _validate_images(raw.get("images", []), raw.get("promote_from") is not None, root)
+    problems += image_problems
     sections: dict[str, list[BaseModel]] = {}
     for key, model in section_models.items():
         sections[key], section_problems = _validate_list(key, raw.get(key, []), model, root)
@@ -313,8 +429,9 @@ def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT) -> StackConfig:
     problems += service_problems
     if problems or common is None:
         raise ConfigError(problems)
-    cfg = StackConfig(common.workspace, common.models, common.images, services, sections)
-    problems = _common_problems(cfg, targets)
+    cfg = StackConfig(common.workspace, common.models, images, services, sections,
+                      promote_from=common.promote_from, promoted=common.promoted)
+    problems = _promotion_problems(cfg, stack) + _common_problems(cfg, targets)
     for target in targets.values():
         problems += target.check(cfg)
     if problems:
@@ -342,7 +459,7 @@ def load() -> StackConfig:
     """Read this stack's `ml-deploy:` config from the Pulumi engine (or its mocks) and validate it."""
     # The SDK exposes no listing of config keys; the runtime's config map is where the engine puts
     # them, and listing it is how a misspelt top-level key becomes an error instead of a silent no-op.
-    return parse(project_values(pulumi.runtime.config.CONFIG.get()))
+    return parse(project_values(pulumi.runtime.config.CONFIG.get()), stack=pulumi.get_stack())
 
 
 def _decode(value: Any) -> Any:

@@ -9,12 +9,21 @@ from typing import Any, Mapping
 import pulumi
 
 from components.image import ScoringImage, ScoringImageArgs
-from components.local import LocalImage, LocalImageArgs, LocalModel, LocalModelArgs
+from components.local import (
+    IMAGE_STORE,
+    PROMOTED_STORE,
+    LocalImage,
+    LocalImageArgs,
+    LocalModel,
+    LocalModelArgs,
+    PromotedBundle,
+)
 from components.model import RegisteredModel, RegisteredModelArgs
 from components.workspace import Workspace, WorkspaceArgs
 from content.model import BundledModel
-from infra import config, targets
-from infra.config import StackConfig
+from infra import config, promotion, targets
+from infra.config import ConfigError, StackConfig
+from infra.promotion import PromotedImage, Source
 from infra.targets import DeployContext
 
 BUILD_ROOT = Path(".ml-deploy") / "build"
@@ -27,28 +36,46 @@ def main() -> None:
     cfg = config.load()
     stack = pulumi.get_stack()
     contents = {m.name: BundledModel.from_path(m.name, m.path) for m in cfg.models}
+    problems = promotion.model_problems(cfg, contents, stack)
+    if problems:
+        raise ConfigError(problems)
+    source = Source(cfg, stack) if cfg.promote_from is not None else None
     if cfg.workspace.kind == "local":
-        ctx, workspace_out, models_out = _local_workspace(cfg, stack, contents)
+        ctx, workspace_out, models_out = _local_workspace(cfg, stack, contents, source)
     else:
-        ctx, workspace_out, models_out = _azure_workspace(cfg, stack, contents)
+        ctx, workspace_out, models_out = _azure_workspace(cfg, stack, contents, source)
     services = deploy_services(ctx)
-    export(workspace_out, models_out, {name: im.image_ref for name, im in ctx.images.items()}, services)
+    export(workspace_out, models_out, {name: im.image_ref for name, im in ctx.images.items()}, services,
+           {name: _digest_ref(im) for name, im in ctx.images.items()})
+
+
+def _digest_ref(image: ScoringImage | LocalImage | PromotedImage | PromotedBundle) -> pulumi.Input[str]:
+    """The image pinned by digest: what a stack promoted from this one runs."""
+    return image.repo_digest if isinstance(image, ScoringImage) else image.digest_ref
 
 
 def _local_workspace(
-    cfg: StackConfig, stack: str, contents: Mapping[str, BundledModel]
+    cfg: StackConfig, stack: str, contents: Mapping[str, BundledModel], source: Source | None
 ) -> tuple[DeployContext, dict[str, Any], dict[str, Any]]:
-    """The workflow on this machine: a folder workspace, its model registry and image bundles."""
+    """The workflow on this machine: a folder workspace, its model registry and image bundles,
+    built here or on a promoted stack copied from the source stack's store."""
     root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
     models = {
         name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b)) for name, b in contents.items()
     }
+    if source is not None:
+        store = root / PROMOTED_STORE
+        promoted = promotion.local_images(cfg, source, store, contents, models)
+        ctx = DeployContext(cfg=cfg, stack=stack, images=promoted, local_root=root)
+        return (ctx, {"name": cfg.workspace.name, "path": str(root), "image_store": str(store)},
+                {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
+    store = root / IMAGE_STORE
     images: dict[str, LocalImage] = {}
-    for im in cfg.images:
+    for im in cfg.built_images():
         images[im.name] = LocalImage(
             im.name,
             LocalImageArgs(
-                store=str(root / "images"),
+                store=str(store),
                 execution_script=im.execution_script,
                 conda_file=im.conda_file,
                 models=[contents[name] for name in im.models],
@@ -58,14 +85,15 @@ def _local_workspace(
             ),
         )
     ctx = DeployContext(cfg=cfg, stack=stack, images=images, local_root=root)
-    return (ctx, {"name": cfg.workspace.name, "path": str(root)},
+    return (ctx, {"name": cfg.workspace.name, "path": str(root), "image_store": str(store)},
             {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
 
 
 def _azure_workspace(
-    cfg: StackConfig, stack: str, contents: Mapping[str, BundledModel]
+    cfg: StackConfig, stack: str, contents: Mapping[str, BundledModel], source: Source | None
 ) -> tuple[DeployContext, dict[str, Any], dict[str, Any]]:
-    """The Azure ML workflow: workspace, registered models, images in the workspace registry."""
+    """The Azure ML workflow: workspace, registered models, images built into the workspace
+    registry, or on a promoted stack the source stack's images, pulled from its registry."""
     ws_cfg = cfg.workspace
     workspace = Workspace(
         ws_cfg.name, WorkspaceArgs(base_name=ws_cfg.name, stack=stack, protect=ws_cfg.protect, sku=ws_cfg.sku)
@@ -86,8 +114,12 @@ def _azure_workspace(
                 protect=ws_cfg.protect,
             ),
         )
-    images: dict[str, ScoringImage] = {}
-    for im in cfg.images:
+    images: dict[str, ScoringImage | PromotedImage] = {}
+    pull_registry = None
+    if source is not None:
+        pull_registry = source.registry()
+        images.update(promotion.azure_images(cfg, source, pull_registry))
+    for im in cfg.built_images():
         images[im.name] = ScoringImage(
             im.name,
             ScoringImageArgs(
@@ -100,11 +132,15 @@ def _azure_workspace(
                 base_image=im.base_image,
             ),
         )
-    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace)
+    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace, pull_registry=pull_registry)
     workspace_out = {
         "name": workspace.workspace_name,
         "resource_group": workspace.resource_group_name,
         "registry": workspace.registry_login_server,
+        "registry_id": workspace.registry_id,
+        # Where this stack's images are: its own registry, or on a promoted stack the source's.
+        "image_registry": ctx.registry().login_server,
+        "image_registry_id": ctx.registry().id,
     }
     return ctx, workspace_out, {name: {"version": m.version, "uri": m.model_uri} for name, m in models.items()}
 
@@ -141,11 +177,14 @@ def export(
     models: dict[str, dict[str, Any]],
     images: dict[str, pulumi.Output[str]],
     services: dict[str, dict[str, Any]],
+    image_digests: Mapping[str, pulumi.Input[str]],
 ) -> None:
     """Stack outputs, the same shape on every target: where the workspace is, what was registered
     and built, and how to call each service. A plain dict per service, not one Output, keeps
-    secrecy on the keys alone."""
+    secrecy on the keys alone. `image_digests` pins each image by digest: what `ml-deploy promote`
+    copies into the stacks promoted from this one."""
     pulumi.export("workspace", workspace)
     pulumi.export("models", models)
     pulumi.export("images", images)
+    pulumi.export("image_digests", dict(image_digests))
     pulumi.export("services", services)

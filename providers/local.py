@@ -22,9 +22,28 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
-from content.bundle import APP_DIR, SCRIPT_NAME, Source, write_bundle
+from content.bundle import (
+    APP_DIR,
+    COMPLETE,
+    SCRIPT_NAME,
+    BundleMismatch,
+    Source,
+    bundled_models,
+    copy_bundle,
+    manifest,
+    write_bundle,
+)
 from serving import settings as runtime
 
 READY_TIMEOUT_S = 120
@@ -92,14 +111,80 @@ class BundleProvider(_FolderProvider):
     ADDRESS = ("store", "image", "tag")
 
     def exists(self, path: Path) -> bool:
-        return (path / ".complete").exists()
+        return (path / COMPLETE).exists()
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         sources: dict[PurePosixPath, Source] = {
             PurePosixPath(rel): Path(value) if kind == "file" else value for rel, kind, value in props["sources"]
         }
-        path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], sources)
+        path = write_bundle(bundle_dir(props["store"], props["image"], props["tag"]), sources)
         return CreateResult(id_=str(path), outs={**props, "path": str(path)})
+
+
+def bundle_dir(store: str, image: str, tag: str) -> Path:
+    """Where an image store keeps the bundle of `image` with content tag `tag`."""
+    return Path(store) / image / tag
+
+
+class PromotedBundleProvider(_FolderProvider):
+    """A bundle another stack built, copied from its image store into this stack's and checked
+    against the pinned digest, so the promoted stack owns exactly those bytes whatever the source
+    stack does next (its `up` deletes the bundles it replaces)."""
+
+    # Only what names the folder: a replacement at the same path would delete the new copy.
+    ADDRESS = ("store", "image", "tag", "digest")
+
+    def exists(self, path: Path) -> bool:
+        return (path / COMPLETE).exists()
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        source, store = news.get("source_store"), news.get("store")
+        if isinstance(source, str) and isinstance(store, str) and Path(source).resolve() == Path(store).resolve():
+            return CheckResult(news, [CheckFailure("source_store", (
+                f"stack {news.get('source_stack')!r} keeps its images in {source}, this stack's own image store: "
+                "give this stack its own workspace.path (a promoted stack needs its own copy)"))])
+        return CheckResult(news, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
+        changed = replaces + [k for k in ("models", "source_store", "source_stack") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def _check_models(self, path: Path, props: dict[str, Any]) -> None:
+        found = bundled_models(manifest(path))
+        expected = {name: version for name, version in props["models"]}
+        if found != expected:
+            raise RuntimeError(
+                f"image {props['image']}: the bundle pinned from stack {props['source_stack']!r} carries models "
+                f"{found}, but this stack's images entry declares {expected}: make `images[].models` list the "
+                "models the source stack built the image with")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        target = bundle_dir(props["store"], props["image"], props["tag"])
+        source = bundle_dir(props["source_store"], props["image"], props["tag"])
+        existed = target.exists()
+        try:
+            copy_bundle(source, target, props["digest"])
+        except FileNotFoundError:
+            raise RuntimeError(
+                f"image {props['image']}: stack {props['source_stack']!r} no longer has the pinned bundle "
+                f"sha256:{props['digest']} (looked at {source}); it has moved on since the pin was written. "
+                f"Pin what it runs now with `ml-deploy promote --from {props['source_stack']} --to <this stack>`"
+            ) from None
+        except BundleMismatch as err:
+            raise RuntimeError(f"image {props['image']}: {err}; a promoted stack runs only the pinned bytes") from None
+        try:
+            self._check_models(target, props)
+        except RuntimeError:
+            if not existed:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        return CreateResult(id_=str(target), outs={**props, "path": str(target)})
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        path = bundle_dir(news["store"], news["image"], news["tag"])
+        self._check_models(path, news)
+        return UpdateResult(outs={**news, "path": str(path)})
 
 
 # ---- services -----------------------------------------------------------------------------------

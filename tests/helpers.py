@@ -61,10 +61,12 @@ def dev_config(pkl: Path) -> dict[str, Any]:
     }
 
 
-def run_config(config: dict[str, Any], stack: str = "dev") -> Recording:
-    """Run the program under the mocks exactly as the engine would hand it this config."""
+def run_config(config: dict[str, Any], stack: str = "dev",
+               stack_outputs: dict[str, dict[str, Any]] | None = None) -> Recording:
+    """Run the program under the mocks exactly as the engine would hand it this config.
+    `stack_outputs` answers StackReferences by fully qualified name (none by default)."""
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
-    return offline.run(values, stack=stack)
+    return offline.run(values, stack=stack, stack_outputs=stack_outputs or {})
 
 
 def has_resource(recording: Recording, type_: str, subset: dict[str, Any]) -> bool:

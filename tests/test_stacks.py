@@ -27,7 +27,7 @@ def template_models(model_files):
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_config_registers_its_graph(stack):
     rec = offline.run(offline.stack_config(stack), stack=stack)
-    assert rec.resources and set(rec.outputs) == {"workspace", "models", "images", "services"}
+    assert rec.resources and set(rec.outputs) == {"workspace", "models", "images", "image_digests", "services"}
     plan = render(rec, stack)
     assert "NOT compared with any cloud state" in plan
     for service in rec.outputs["services"].values():

@@ -24,8 +24,9 @@ from infra.config import ServiceBase, StackConfig
 
 if typing.TYPE_CHECKING:
     from components.image import ScoringImage
-    from components.local import LocalImage
+    from components.local import LocalImage, PromotedBundle
     from components.workspace import Workspace
+    from infra.promotion import PromotedImage
 
 
 class DeployedService(Protocol):
@@ -51,17 +52,31 @@ class Deployed:
     contract's; secrets as `Output.secret`."""
 
 
+@dataclass(frozen=True)
+class PullRegistry:
+    """The container registry a stack's services pull their images from, and what an AcrPull grant on it needs."""
+
+    id: pulumi.Input[str]
+    """The registry's resource id: the scope of the grants."""
+    login_server: pulumi.Input[str]
+    subscription_id: pulumi.Input[str]
+    """The registry's subscription, where the grants' role definition is referenced."""
+
+
 @dataclass
 class DeployContext:
     """What the program has registered before the services: the workspace, models and images."""
 
     cfg: StackConfig
     stack: str
-    images: Mapping[str, "ScoringImage | LocalImage"]
+    images: Mapping[str, "ScoringImage | LocalImage | PromotedImage | PromotedBundle"]
+    """Built here, or on a promoted stack taken from the source stack."""
     workspace: Optional["Workspace"] = None
     """The Azure workspace (`workspace.kind: azure`)."""
     local_root: Optional[Path] = None
     """The workspace folder (`workspace.kind: local`)."""
+    pull_registry: Optional[PullRegistry] = None
+    """Where the images are, when not in the workspace's own registry (a promoted stack: the source's)."""
     shared: dict[str, Any] = field(default_factory=dict)
     """What each target's `setup` registered for its services (clusters, hubs), by target name."""
 
@@ -69,6 +84,14 @@ class DeployContext:
         if self.workspace is None:
             raise RuntimeError("this target needs an Azure workspace (config validation should have said so)")
         return self.workspace
+
+    def registry(self) -> PullRegistry:
+        """The registry services pull from, which their identities get AcrPull on: the workspace's
+        own, or on a promoted stack the source stack's (the pinned digests live there)."""
+        if self.pull_registry is not None:
+            return self.pull_registry
+        workspace = self.azure()
+        return PullRegistry(workspace.registry_id, workspace.registry_login_server, workspace.subscription_id)
 
     def local(self) -> Path:
         if self.local_root is None:

@@ -28,6 +28,7 @@ class AciServiceConfig(ServiceBase):
 
 def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
     workspace = ctx.azure()
+    registry = ctx.registry()
     base = ctx.cfg.workspace.name
     group_name = azure_name(Kind.CONTAINER_GROUP, base, ctx.stack, svc.name)
     aci = AciService(
@@ -37,9 +38,9 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
             dns_name_label=svc.dns_name_label or azure_name(Kind.DNS_LABEL, svc.name, base, ctx.stack),
             image_ref=ctx.images[svc.image].image_ref,
             resource_group_name=workspace.resource_group_name,
-            registry_login_server=workspace.registry_login_server,
-            registry_id=workspace.registry_id,
-            subscription_id=workspace.subscription_id,
+            registry_login_server=registry.login_server,
+            registry_id=registry.id,
+            subscription_id=registry.subscription_id,
             settings=runtime.Settings(
                 workers=runtime.workers_for_cores(svc.cpu_cores), timeout_ms=svc.scoring_timeout_ms
             ),

@@ -280,6 +280,7 @@ def setup(ctx: DeployContext) -> dict[str, AksCluster]:
     for warning in accelerator_warnings(ctx.cfg, CLOCK.today()):
         pulumi.log.warn(warning)
     workspace = ctx.azure()
+    registry = ctx.registry()
     clusters: dict[str, AksCluster] = {}
     for c in ctx.cfg.section("aks_clusters", AksClusterConfig):
         clusters[c.name] = AksCluster(
@@ -288,8 +289,8 @@ def setup(ctx: DeployContext) -> dict[str, AksCluster]:
                 cluster_name=c.attach.cluster_name if c.attach
                 else azure_name(Kind.AKS_CLUSTER, ctx.cfg.workspace.name, ctx.stack, c.name),
                 resource_group_name=workspace.resource_group_name,
-                registry_id=workspace.registry_id,
-                subscription_id=workspace.subscription_id,
+                registry_id=registry.id,
+                subscription_id=registry.subscription_id,
                 log_analytics_workspace_id=workspace.log_analytics_workspace_id,
                 agent_count=c.agent_count,
                 vm_size=c.vm_size,

@@ -97,6 +97,12 @@ def _service_problems(cfg: StackConfig) -> list[str]:
     deployments: dict[str, list[int]] = {}
     for i, svc in cfg.services_of(IotEdgeServiceConfig):
         path = f"services[{i}]"
+        if cfg.promote_from is not None:
+            # Devices pull with a token of the registry the image is in, and on a promoted stack that
+            # is the source stack's registry: the token would be a resource in another stack's registry.
+            problems.append(f"{path}.target: iot_edge services cannot run on a promoted stack yet (their devices "
+                            f"pull with a token of the source stack's registry); deploy them from a stack that "
+                            f"builds its images")
         if svc.hub not in hubs:
             problems.append(f"{path}.hub: no IoT hub named {svc.hub!r} in iot_hubs")
         if svc.devices and svc.target_condition is not None:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from components.local import LocalImage, LocalService, LocalServiceArgs
+from components.local import LocalImage, LocalService, LocalServiceArgs, PromotedBundle
 from infra.config import ServiceBase
 from infra.targets import DeployContext, Deployed, Target, register
 
@@ -25,7 +25,7 @@ class LocalServiceConfig(ServiceBase):
 
 def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     image = ctx.images[svc.image]
-    assert isinstance(image, LocalImage), "a local workspace builds local images"
+    assert isinstance(image, (LocalImage, PromotedBundle)), "a local workspace runs local bundles"
     service = LocalService(
         svc.name,
         LocalServiceArgs(
