@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pulumi
 from pulumi_azure_native import authorization, containerinstance, managedidentity
@@ -11,11 +13,14 @@ from pulumi_azure_native import authorization, containerinstance, managedidentit
 from components import TOKEN_PREFIX
 from components.keys import service_keys
 from components.roles import ACR_PULL, role_definition_id
-from components.service import ProbeTimings, azure_tags
+from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, TlsCertificate, azure_tags
 from serving import settings as runtime
 
 ACI_PORT = 80
 """ACI cannot map ports, so the runtime listens on 80: the port Azure ML's ACI services use."""
+ACI_TLS_PORT = 443
+"""With TLS the runtime listens on 443, where Azure ML's TLS-enabled services answer
+(learn.microsoft.com/azure/machine-learning/v1/how-to-secure-web-service)."""
 # ACI services have no probe settings in Azure ML's SDK: a container is live once the process
 # answers (after a short grace for start-up) and ready once init() has finished.
 LIVENESS = ProbeTimings(initial_delay_seconds=30)
@@ -46,6 +51,12 @@ class AciServiceArgs:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     """Azure tags on the container group and its identity."""
+    tls: Optional[TlsCertificate] = None
+    """Serve HTTPS on 443 with this certificate (a secret volume), instead of HTTP on 80."""
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 class AciService(pulumi.ComponentResource):
@@ -82,7 +93,12 @@ class AciService(pulumi.ComponentResource):
             opts=child,
         )
 
-        settings = dataclasses.replace(args.settings, port=ACI_PORT)
+        tls = args.tls
+        port = ACI_TLS_PORT if tls else ACI_PORT
+        settings = dataclasses.replace(
+            args.settings, port=port,
+            tls_cert_file=tls.cert_file if tls else None, tls_key_file=tls.key_file if tls else None,
+        )
         env = [containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in settings.environ().items()]
         if args.auth_enabled:
             self.primary_key, self.secondary_key = service_keys(name, self)
@@ -104,7 +120,8 @@ class AciService(pulumi.ComponentResource):
 
         def probe(path: str, timings: ProbeTimings) -> containerinstance.ContainerProbeArgs:
             return containerinstance.ContainerProbeArgs(
-                http_get=containerinstance.ContainerHttpGetArgs(path=path, port=ACI_PORT, scheme="http"),
+                http_get=containerinstance.ContainerHttpGetArgs(
+                    path=path, port=port, scheme="https" if tls else "http"),
                 initial_delay_seconds=timings.initial_delay_seconds,
                 period_seconds=timings.period_seconds,
                 timeout_seconds=timings.timeout_seconds,
@@ -138,8 +155,10 @@ class AciService(pulumi.ComponentResource):
                             cpu=args.cpu_cores, memory_in_gb=args.memory_gb
                         )
                     ),
-                    ports=[containerinstance.ContainerPortArgs(port=ACI_PORT, protocol="TCP")],
+                    ports=[containerinstance.ContainerPortArgs(port=port, protocol="TCP")],
                     environment_variables=env,
+                    volume_mounts=[containerinstance.VolumeMountArgs(
+                        name="tls", mount_path=TLS_DIR, read_only=True)] if tls else None,
                     # Liveness: the process answers. Readiness: init() has finished.
                     liveness_probe=probe(runtime.LIVENESS_PATH, LIVENESS),
                     readiness_probe=probe(runtime.READINESS_PATH, READINESS),
@@ -148,12 +167,20 @@ class AciService(pulumi.ComponentResource):
             ip_address=containerinstance.IpAddressArgs(
                 type=containerinstance.ContainerGroupIpAddressType.PUBLIC,
                 dns_name_label=args.dns_name_label,
-                ports=[containerinstance.PortArgs(port=ACI_PORT, protocol="TCP")],
+                ports=[containerinstance.PortArgs(port=port, protocol="TCP")],
             ),
+            # ACI's secret volumes take base64 file contents and keep them out of the group's view.
+            volumes=[containerinstance.VolumeArgs(name="tls", secret={
+                TLS_CERT_NAME: tls.cert_pem.apply(_base64), TLS_KEY_NAME: tls.key_pem.apply(_base64),
+            })] if tls else None,
             # The pull identity must hold AcrPull before the first pull, or the create fails.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[pull]),
         )
-        base = group.ip_address.apply(lambda ip: f"http://{ip.fqdn if ip and ip.fqdn else ''}:{ACI_PORT}")
+        if tls and tls.cname:
+            base: pulumi.Output[str] = pulumi.Output.from_input(f"https://{tls.cname}")
+        else:
+            scheme = "https" if tls else "http"
+            base = group.ip_address.apply(lambda ip: f"{scheme}://{ip.fqdn if ip and ip.fqdn else ''}:{port}")
         self.scoring_uri = pulumi.Output.concat(base, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat(base, runtime.SWAGGER_PATH)
         self.register_outputs({

@@ -17,7 +17,7 @@ from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
 from content.bundle import SERVING_PORT
 from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
-from components.service import ProbeTimings
+from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, TlsCertificate
 from serving import settings as runtime
 
 WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
@@ -82,6 +82,9 @@ class AksServiceArgs:
     secondary_key: Optional[pulumi.Input[str]] = None
     app_insights_connection_string: Optional[pulumi.Input[str]] = None
     probes: ProbeTimings = ProbeTimings()
+    tls: Optional[TlsCertificate] = None
+    """Serve HTTPS with this certificate (a `kubernetes.io/tls` Secret mounted into the pods); the
+    Service then listens on 443."""
     description: str = ""
     """An annotation on every object of the service."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -110,7 +113,28 @@ class AksService(pulumi.ComponentResource):
         labels = {**args.tags, **selector}
         annotations = {DESCRIPTION_ANNOTATION: args.description} if args.description else None
         meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels, annotations=annotations)
-        settings = dataclasses.replace(args.settings, port=SERVING_PORT)
+        tls = args.tls
+        settings = dataclasses.replace(
+            args.settings, port=SERVING_PORT,
+            tls_cert_file=tls.cert_file if tls else None, tls_key_file=tls.key_file if tls else None,
+        )
+        volumes: Optional[list[k8s.core.v1.VolumeArgs]] = None
+        mounts: Optional[list[k8s.core.v1.VolumeMountArgs]] = None
+        if tls is not None:
+            tls_secret = k8s.core.v1.Secret(
+                f"{name}-tls",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{name}-tls", namespace=args.namespace, labels=labels, annotations=annotations),
+                type="kubernetes.io/tls",
+                string_data=pulumi.Output.secret({"tls.crt": tls.cert_pem, "tls.key": tls.key_pem}),
+                opts=on_cluster,
+            )
+            volumes = [k8s.core.v1.VolumeArgs(name="tls", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                secret_name=tls_secret.metadata.name,
+                items=[k8s.core.v1.KeyToPathArgs(key="tls.crt", path=TLS_CERT_NAME),
+                       k8s.core.v1.KeyToPathArgs(key="tls.key", path=TLS_KEY_NAME)],
+            ))]
+            mounts = [k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True)]
 
         secret_data: dict[str, pulumi.Input[str]] = {}
         if args.auth_enabled:
@@ -160,7 +184,7 @@ class AksService(pulumi.ComponentResource):
         def probe(path: str) -> k8s.core.v1.ProbeArgs:
             timings = args.probes
             return k8s.core.v1.ProbeArgs(
-                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT),
+                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT, scheme="HTTPS" if tls else "HTTP"),
                 initial_delay_seconds=timings.initial_delay_seconds,
                 period_seconds=timings.period_seconds,
                 timeout_seconds=timings.timeout_seconds,
@@ -197,12 +221,14 @@ class AksService(pulumi.ComponentResource):
                         tolerations=tolerations,
                         node_selector=node_selector,
                         security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
+                        volumes=volumes,
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="scoring",
                                 image=args.image_ref,
                                 ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=SERVING_PORT)],
                                 env=env,
+                                volume_mounts=mounts,
                                 resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits),
                                 liveness_probe=probe(runtime.LIVENESS_PATH),
                                 readiness_probe=probe(runtime.READINESS_PATH),
@@ -220,7 +246,8 @@ class AksService(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="LoadBalancer",
                 selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=SERVING_PORT)],
+                ports=[k8s.core.v1.ServicePortArgs(name="https", port=443, target_port=SERVING_PORT) if tls
+                       else k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=SERVING_PORT)],
             ),
             opts=on_cluster,
         )
@@ -262,8 +289,10 @@ class AksService(pulumi.ComponentResource):
             lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname or "")
             if s and s.load_balancer and s.load_balancer.ingress else ""
         )
-        self.scoring_uri = pulumi.Output.concat("http://", address, runtime.SCORE_PATH)
-        self.swagger_uri = pulumi.Output.concat("http://", address, runtime.SWAGGER_PATH)
+        scheme = "https://" if tls else "http://"
+        host: pulumi.Input[str] = tls.cname if tls and tls.cname else address
+        self.scoring_uri = pulumi.Output.concat(scheme, host, runtime.SCORE_PATH)
+        self.swagger_uri = pulumi.Output.concat(scheme, host, runtime.SWAGGER_PATH)
         self.register_outputs({
             "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
             "primary_key": self.primary_key, "secondary_key": self.secondary_key,

@@ -190,6 +190,9 @@ class LocalServiceArgs:
     workers: int = 1
     auth_enabled: bool = False
     scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
+    tls_cert_file: Optional[str] = None
+    """With tls_key_file: serve HTTPS with these PEM files (read by the runtime where they are)."""
+    tls_key_file: Optional[str] = None
 
 
 class LocalService(pulumi.ComponentResource):
@@ -210,6 +213,9 @@ class LocalService(pulumi.ComponentResource):
             f"{name}-process",
             {"service": name, "bundle": args.bundle_path, "model_dir": args.model_dir, "log_dir": args.log_dir,
              "port": args.port, "workers": args.workers, "auth_enabled": args.auth_enabled,
+             # Only with TLS, so the inputs of a plain-HTTP service are what they always were.
+             **({"tls_cert_file": args.tls_cert_file, "tls_key_file": args.tls_key_file}
+                if args.tls_cert_file and args.tls_key_file else {}),
              "timeout_ms": args.scoring_timeout_ms},
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["primary_key", "secondary_key"]),
         )

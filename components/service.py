@@ -1,8 +1,18 @@
-"""What every target's service components share: probe timings and the Azure tags of a service."""
+"""What every target's service components share: probe timings, the Azure tags of a service, and
+the TLS certificate the runtime serves HTTPS with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+
+TLS_DIR = "/etc/scoring-tls"
+"""Where a container's certificate and key are mounted (a secret volume)."""
+TLS_CERT_NAME = "cert.pem"
+TLS_KEY_NAME = "key.pem"
 
 
 @dataclass(frozen=True)
@@ -25,3 +35,25 @@ def azure_tags(description: str, tags: dict[str, str]) -> dict[str, str]:
     """A service's Azure resource tags: the user's tags, plus its description under `description`
     unless the user set that tag (Azure resources have no description field of their own)."""
     return {"description": description, **tags} if description else dict(tags)
+
+
+@dataclass(frozen=True)
+class TlsCertificate:
+    """A service's HTTPS certificate and key (both secrets) and the DNS name clients use."""
+
+    cert_pem: pulumi.Output[str]
+    key_pem: pulumi.Output[str]
+    cname: Optional[str] = None
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, cname: Optional[str] = None) -> "TlsCertificate":
+        """Read the PEM files now; the contents only ever travel as secrets."""
+        return cls(pulumi.Output.secret(cert.read_text()), pulumi.Output.secret(key.read_text()), cname)
+
+    @property
+    def cert_file(self) -> str:
+        return f"{TLS_DIR}/{TLS_CERT_NAME}"
+
+    @property
+    def key_file(self) -> str:
+        return f"{TLS_DIR}/{TLS_KEY_NAME}"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from infra.vm_sizes import CLOCK, ENDED_TARGETS
 
 if TYPE_CHECKING:
+    from components.service import TlsCertificate
     from infra.targets import Target
 
 PROJECT = "ml-deploy"
@@ -200,6 +201,51 @@ class PromotedConfig(Strict):
         return models
 
 
+class TlsSettings(Strict):
+    """The Azure ML SDK's TLS settings of a deploy configuration (`ssl_enabled`, `ssl_cert_pem_file`,
+    `ssl_key_pem_file`, `ssl_cname`): the scoring runtime serves HTTPS itself with this certificate."""
+
+    ssl_enabled: bool = False
+    ssl_cert_pem_file: Optional[Path] = None
+    """PEM certificate chain, server certificate first. Read at deploy time; kept in state as a secret."""
+    ssl_key_pem_file: Optional[Path] = None
+    """PEM private key (unencrypted). Read at deploy time; kept in state as a secret, never plain."""
+    ssl_cname: Optional[str] = Field(default=None, max_length=253,
+                                     pattern=r"^([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+    """The DNS name clients use (a CNAME you point at the service); the scoring URI's host."""
+
+    @field_validator("ssl_cert_pem_file", "ssl_key_pem_file", mode="before")
+    @classmethod
+    def _pem_exists(cls, value: Any, info: ValidationInfo) -> Optional[Path]:
+        if value is None:
+            return None
+        path = _existing_path(str(value), info, "PEM file")
+        if b"-----BEGIN " not in path.read_bytes()[:4096]:
+            raise ValueError(f"{value!r} is not a PEM file (no -----BEGIN line)")
+        return path
+
+    def tls_certificate(self) -> Optional["TlsCertificate"]:
+        """The certificate to serve, read from the PEM files as secrets; None without TLS."""
+        from components.service import TlsCertificate
+
+        if not (self.ssl_enabled and self.ssl_cert_pem_file and self.ssl_key_pem_file):
+            return None
+        return TlsCertificate.from_files(self.ssl_cert_pem_file, self.ssl_key_pem_file, self.ssl_cname)
+
+    def tls_problems(self, path: str) -> list[str]:
+        """Cross-field checks, each naming its config path."""
+        problems: list[str] = []
+        files = (("ssl_cert_pem_file", self.ssl_cert_pem_file), ("ssl_key_pem_file", self.ssl_key_pem_file))
+        if self.ssl_enabled:
+            problems += [f"{path}.{key}: required with ssl_enabled: true" for key, value in files if value is None]
+        else:
+            problems += [f"{path}.{key}: set ssl_enabled: true to serve HTTPS with it" for key, value in files
+                         if value is not None]
+            if self.ssl_cname:
+                problems.append(f"{path}.ssl_cname: set ssl_enabled: true to serve HTTPS under it")
+        return problems
+
+
 Section = TypeVar("Section", bound=BaseModel)
 
 
@@ -327,6 +373,8 @@ def _common_problems(cfg: StackConfig, targets: dict[str, "Target"]) -> list[str
     for i, service in enumerate(cfg.services):
         if service.image not in image_names:
             problems.append(f"services[{i}].image: no image named {service.image!r} in images")
+        if isinstance(service, TlsSettings):
+            problems += service.tls_problems(f"services[{i}]")
         target = targets[service.target]
         if kind not in target.workspace_kinds:
             problems.append(f"services[{i}].target: {service.target!r} needs a workspace of kind "

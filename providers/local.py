@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ from content.bundle import (
 from serving import settings as runtime
 
 READY_TIMEOUT_S = 120
+_UNVERIFIED = ssl._create_unverified_context()
 STOP_TIMEOUT_S = 30
 
 
@@ -232,6 +234,8 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
         workers=int(props["workers"]),
         timeout_ms=int(props["timeout_ms"]),
         auth_keys=tuple(k for k in keys if k),
+        tls_cert_file=props.get("tls_cert_file"),
+        tls_key_file=props.get("tls_key_file"),
     )
     env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
     with log.open("ab") as out:
@@ -247,7 +251,9 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"service {props['service']} exited with {proc.returncode} before it was ready:\n{tail}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{runtime.READINESS_PATH}", timeout=1) as r:
+            # Our own child on loopback: its certificate names the service's public name, not 127.0.0.1.
+            with urllib.request.urlopen(f"{settings.scheme}://127.0.0.1:{port}{runtime.READINESS_PATH}", timeout=1,
+                                        context=_UNVERIFIED if settings.scheme == "https" else None) as r:
                 if r.status == 200:
                     return proc.pid
         except (urllib.error.URLError, OSError):
@@ -271,7 +277,7 @@ def _stop(pid: int, port: int) -> None:
 
 
 def _outputs(props: dict[str, Any], pid: int, port: int, keys: tuple[str, str]) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if props.get('tls_cert_file') else 'http'}://127.0.0.1:{port}"
     # `port` stays what was asked for (0: any), so a diff against the config never sees a change.
     return {**props, "pid": pid, "bound_port": port, "primary_key": keys[0], "secondary_key": keys[1],
             "scoring_uri": base + runtime.SCORE_PATH, "swagger_uri": base + runtime.SWAGGER_PATH}
@@ -295,7 +301,8 @@ class ServiceProvider(ResourceProvider):
         return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, port, keys))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("bundle", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir")
+        keys = ("bundle", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir",
+                "tls_cert_file", "tls_key_file")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=["service"] if "service" in changed else [])
 

@@ -19,12 +19,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from azure.core.credentials import AccessToken
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cli import logs
+from tests.helpers import self_signed_certificate
 
 Route = Callable[[str, dict[str, list[str]]], tuple[int, str, bytes]]
 
@@ -64,25 +61,6 @@ def _serve(route: Route, context: ssl.SSLContext | None = None) -> Iterator[tupl
         thread.join()
 
 
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_file_source_prints_the_last_lines(tmp_path):
     log = tmp_path / "svc.log"
     log.write_text("".join(f"line {i}\n" for i in range(500)))
@@ -117,7 +95,7 @@ def test_aci_logs_come_from_the_container_logs_api(tmp_path):
             return 404, "application/json", b'{"error": {"code": "NotFound", "message": "no such route"}}'
         return 200, "application/json", json.dumps({"content": f"init() failed (tail={query['tail'][0]})\n"}).encode()
 
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = _serve(route, context)

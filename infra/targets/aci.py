@@ -8,12 +8,12 @@ from pydantic import Field
 
 from components.aci_service import AciService, AciServiceArgs
 from components.naming import Kind, azure_name
-from infra.config import ServiceBase
+from infra.config import ServiceBase, TlsSettings
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
 from serving import settings as runtime
 
 
-class AciServiceConfig(ServiceBase):
+class AciServiceConfig(ServiceBase, TlsSettings):
     """A service on Azure Container Instances (`target: aci`), with the Azure ML SDK's defaults."""
 
     target: Literal["aci"]
@@ -53,6 +53,7 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
             location=svc.location,
             description=svc.description,
             tags=svc.tags,
+            tls=svc.tls_certificate(),
         ),
     )
     logs = {"kind": "aci", "subscription_id": workspace.subscription_id,

@@ -14,7 +14,7 @@ from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs
 from components.aks_service import AcceleratorRequest, AksService, AksServiceArgs, ModelDataCollection
 from components.naming import Kind, azure_name
 from components.service import ProbeTimings
-from infra.config import ServiceBase, StackConfig, Strict
+from infra.config import ServiceBase, StackConfig, Strict, TlsSettings
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
 from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, RESOURCES, VM_VCPUS, lifecycle
 from serving import settings as runtime
@@ -72,7 +72,7 @@ class AksClusterConfig(Strict):
     """GPU and FPGA pools added to a created cluster, each tainted `sku=<kind>:NoSchedule`."""
 
 
-class AksServiceConfig(ServiceBase):
+class AksServiceConfig(ServiceBase, TlsSettings):
     """A service on Azure Kubernetes Service (`target: aks`), with the Azure ML SDK's defaults
     (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice)."""
 
@@ -339,6 +339,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
             probes=svc.probes,
             description=svc.description,
             tags=svc.tags,
+            tls=svc.tls_certificate(),
             collection=ModelDataCollection(
                 resource_group_name=workspace.resource_group_name,
                 subscription_id=workspace.subscription_id,

@@ -10,11 +10,11 @@ from typing import Literal
 from pydantic import Field
 
 from components.local import LocalImage, LocalService, LocalServiceArgs, PromotedBundle
-from infra.config import ServiceBase
+from infra.config import ServiceBase, TlsSettings
 from infra.targets import DeployContext, Deployed, Target, register
 
 
-class LocalServiceConfig(ServiceBase):
+class LocalServiceConfig(ServiceBase, TlsSettings):
     """A service on this machine (`target: local`): the scoring runtime as a process on 127.0.0.1."""
 
     target: Literal["local"]
@@ -36,6 +36,8 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
             workers=svc.workers,
             auth_enabled=svc.auth_enabled,
             scoring_timeout_ms=svc.scoring_timeout_ms,
+            tls_cert_file=str(svc.ssl_cert_pem_file) if svc.ssl_enabled and svc.ssl_cert_pem_file else None,
+            tls_key_file=str(svc.ssl_key_pem_file) if svc.ssl_enabled and svc.ssl_key_pem_file else None,
         ),
     )
     return Deployed(service, {"kind": "file", "path": service.log_path})
