@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import authorization, containerinstance, managedidentity
@@ -11,10 +11,15 @@ from pulumi_azure_native import authorization, containerinstance, managedidentit
 from components import TOKEN_PREFIX
 from components.keys import service_keys
 from components.roles import ACR_PULL, role_definition_id
+from components.service import ProbeTimings, azure_tags
 from serving import settings as runtime
 
 ACI_PORT = 80
 """ACI cannot map ports, so the runtime listens on 80: the port Azure ML's ACI services use."""
+# ACI services have no probe settings in Azure ML's SDK: a container is live once the process
+# answers (after a short grace for start-up) and ready once init() has finished.
+LIVENESS = ProbeTimings(initial_delay_seconds=30)
+READINESS = ProbeTimings(initial_delay_seconds=5)
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,17 @@ class AciServiceArgs:
     registry_id: pulumi.Input[str]
     """The registry the identity gets AcrPull on."""
     subscription_id: pulumi.Input[str]
+    settings: runtime.Settings
+    """The runtime's settings (worker count, timeout, limits); `port` is ignored: ACI listens on 80."""
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
     auth_enabled: bool = False
     app_insights_connection_string: pulumi.Input[str] | None = None
     """Wires Application Insights when given (the config's `enable_app_insights`)."""
-    scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
     location: pulumi.Input[str] | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Azure tags on the container group and its identity."""
 
 
 class AciService(pulumi.ComponentResource):
@@ -54,12 +63,14 @@ class AciService(pulumi.ComponentResource):
     def __init__(self, name: str, args: AciServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AciService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        tags = azure_tags(args.description, args.tags)
 
         identity = managedidentity.UserAssignedIdentity(
             f"{name}-identity",
             resource_name_=f"{args.container_group_name}-pull",
             resource_group_name=args.resource_group_name,
             location=args.location,
+            tags=tags or None,
             opts=child,
         )
         pull = authorization.RoleAssignment(
@@ -71,15 +82,8 @@ class AciService(pulumi.ComponentResource):
             opts=child,
         )
 
-        env = [
-            containerinstance.EnvironmentVariableArgs(name=runtime.PORT, value=str(ACI_PORT)),
-            containerinstance.EnvironmentVariableArgs(
-                name=runtime.WORKER_COUNT, value=str(max(1, math.floor(args.cpu_cores)))
-            ),
-            containerinstance.EnvironmentVariableArgs(
-                name=runtime.SCORING_TIMEOUT_MS, value=str(args.scoring_timeout_ms)
-            ),
-        ]
+        settings = dataclasses.replace(args.settings, port=ACI_PORT)
+        env = [containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in settings.environ().items()]
         if args.auth_enabled:
             self.primary_key, self.secondary_key = service_keys(name, self)
             env.append(
@@ -98,13 +102,14 @@ class AciService(pulumi.ComponentResource):
                 )
             )
 
-        def probe(path: str, initial_delay: int) -> containerinstance.ContainerProbeArgs:
+        def probe(path: str, timings: ProbeTimings) -> containerinstance.ContainerProbeArgs:
             return containerinstance.ContainerProbeArgs(
                 http_get=containerinstance.ContainerHttpGetArgs(path=path, port=ACI_PORT, scheme="http"),
-                initial_delay_seconds=initial_delay,
-                period_seconds=10,
-                timeout_seconds=2,
-                failure_threshold=3,
+                initial_delay_seconds=timings.initial_delay_seconds,
+                period_seconds=timings.period_seconds,
+                timeout_seconds=timings.timeout_seconds,
+                success_threshold=timings.success_threshold,
+                failure_threshold=timings.failure_threshold,
             )
 
         group = containerinstance.ContainerGroup(
@@ -113,6 +118,7 @@ class AciService(pulumi.ComponentResource):
             resource_group_name=args.resource_group_name,
             location=args.location,
             os_type=containerinstance.OperatingSystemTypes.LINUX,
+            tags=tags or None,
             restart_policy=containerinstance.ContainerGroupRestartPolicy.ALWAYS,
             identity=containerinstance.ContainerGroupIdentityArgs(
                 type=containerinstance.ResourceIdentityType.USER_ASSIGNED,
@@ -135,8 +141,8 @@ class AciService(pulumi.ComponentResource):
                     ports=[containerinstance.ContainerPortArgs(port=ACI_PORT, protocol="TCP")],
                     environment_variables=env,
                     # Liveness: the process answers. Readiness: init() has finished.
-                    liveness_probe=probe(runtime.LIVENESS_PATH, initial_delay=30),
-                    readiness_probe=probe(runtime.READINESS_PATH, initial_delay=5),
+                    liveness_probe=probe(runtime.LIVENESS_PATH, LIVENESS),
+                    readiness_probe=probe(runtime.READINESS_PATH, READINESS),
                 )
             ],
             ip_address=containerinstance.IpAddressArgs(
@@ -150,6 +156,7 @@ class AciService(pulumi.ComponentResource):
         base = group.ip_address.apply(lambda ip: f"http://{ip.fqdn if ip and ip.fqdn else ''}:{ACI_PORT}")
         self.scoring_uri = pulumi.Output.concat(base, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat(base, runtime.SWAGGER_PATH)
-        self.register_outputs(
-            {"scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri, "primary_key": self.primary_key}
-        )
+        self.register_outputs({
+            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
+            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
+        })

@@ -1,9 +1,11 @@
-"""A model web service on AKS: Deployment, Service, autoscaling or fixed replicas, keys as a Secret."""
+"""A model web service on AKS: Deployment (on accelerator pools when it asks for GPUs or FPGAs),
+Service, autoscaling or fixed replicas, keys as a Secret."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
@@ -11,13 +13,16 @@ import pulumi_kubernetes as k8s
 from pulumi_azure_native import authorization, managedidentity
 
 from components import TOKEN_PREFIX
-from components.bundle import SERVING_PORT
+from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
+from content.bundle import SERVING_PORT
 from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
+from components.service import ProbeTimings
 from serving import settings as runtime
 
 WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
+DESCRIPTION_ANNOTATION = "ml-deploy/description"
 INSIGHTS_SECRET_FIELD = "app-insights"
 
 
@@ -34,6 +39,25 @@ class ModelDataCollection:
     """The cluster's OIDC issuer, which the identity trusts for the service's Kubernetes account."""
 
 
+# An image without NVIDIA's CUDA base sets no NVIDIA_DRIVER_CAPABILITIES, and unset means `utility`
+# only (NVIDIA/nvidia-container-runtime README, "driver capabilities"); CUDA needs `compute`.
+NVIDIA_CAPABILITIES = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+
+
+@dataclass(frozen=True)
+class AcceleratorRequest:
+    """What a service asks of the cluster's accelerators."""
+
+    kind: str
+    """`gpu` or `fpga`: the pool taint it tolerates and the pool label it selects."""
+    resource: str
+    """The extended resource its device plugin advertises (`nvidia.com/gpu`, `amd.com/u250`)."""
+    count: int = 1
+    pinned: bool = True
+    """Also select nodes labelled as pools of this kind (on clusters ml-deploy created). Off on an
+    attached cluster, whose pools ml-deploy does not label: the resource limit alone places the pod."""
+
+
 @dataclass(frozen=True)
 class AksServiceArgs:
     """Inputs of an AksService."""
@@ -41,9 +65,12 @@ class AksServiceArgs:
     namespace: pulumi.Input[str]
     image_ref: pulumi.Input[str]
     provider: k8s.Provider
+    settings: runtime.Settings
+    """The runtime's settings (worker count, timeout, concurrency); `port` is the container port."""
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
-    gpu_cores: int = 0
+    accelerator: Optional[AcceleratorRequest] = None
+    """GPUs or FPGAs per replica: a resource limit, the pools' toleration and node selector."""
     autoscale: bool = True
     autoscale_min_replicas: int = 1
     autoscale_max_replicas: int = 10
@@ -54,13 +81,11 @@ class AksServiceArgs:
     """Secret; generated when absent."""
     secondary_key: Optional[pulumi.Input[str]] = None
     app_insights_connection_string: Optional[pulumi.Input[str]] = None
-    scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
-    replica_max_concurrent_requests: int = 1
-    period_seconds: int = 10
-    initial_delay_seconds: int = 310
-    timeout_seconds: int = 2
-    success_threshold: int = 1
-    failure_threshold: int = 3
+    probes: ProbeTimings = ProbeTimings()
+    description: str = ""
+    """An annotation on every object of the service."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Labels on every object and pod of the service (not in selectors, which cannot change)."""
     collection: Optional[ModelDataCollection] = None
     """Model data collection (the config's `collect_model_data`)."""
 
@@ -80,8 +105,12 @@ class AksService(pulumi.ComponentResource):
     def __init__(self, name: str, args: AksServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AksService", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ml-deploy"}
-        meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
+        # `selector` picks the pods; it is immutable on a Deployment, so user tags stay out of it.
+        selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ml-deploy"}
+        labels = {**args.tags, **selector}
+        annotations = {DESCRIPTION_ANNOTATION: args.description} if args.description else None
+        meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels, annotations=annotations)
+        settings = dataclasses.replace(args.settings, port=SERVING_PORT)
 
         secret_data: dict[str, pulumi.Input[str]] = {}
         if args.auth_enabled:
@@ -93,18 +122,16 @@ class AksService(pulumi.ComponentResource):
         if args.app_insights_connection_string is not None:
             secret_data[INSIGHTS_SECRET_FIELD] = args.app_insights_connection_string
 
-        env = [
-            k8s.core.v1.EnvVarArgs(name=runtime.PORT, value=str(SERVING_PORT)),
-            k8s.core.v1.EnvVarArgs(name=runtime.WORKER_COUNT, value=str(max(1, math.floor(args.cpu_cores)))),
-            k8s.core.v1.EnvVarArgs(name=runtime.SCORING_TIMEOUT_MS, value=str(args.scoring_timeout_ms)),
-            k8s.core.v1.EnvVarArgs(
-                name=runtime.MAX_CONCURRENT_REQUESTS, value=str(args.replica_max_concurrent_requests)
-            ),
-        ]
+        accelerator = args.accelerator
+        environ = settings.environ()
+        if accelerator is not None and accelerator.kind == "gpu":
+            environ.update(NVIDIA_CAPABILITIES)
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in environ.items()]
         if secret_data:
             secret = k8s.core.v1.Secret(
                 f"{name}-secret",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-keys", namespace=args.namespace, labels=labels),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{name}-keys", namespace=args.namespace, labels=labels, annotations=annotations),
                 type="Opaque",
                 string_data=pulumi.Output.secret(secret_data),
                 opts=on_cluster,
@@ -131,36 +158,44 @@ class AksService(pulumi.ComponentResource):
             ]
 
         def probe(path: str) -> k8s.core.v1.ProbeArgs:
+            timings = args.probes
             return k8s.core.v1.ProbeArgs(
                 http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT),
-                initial_delay_seconds=args.initial_delay_seconds,
-                period_seconds=args.period_seconds,
-                timeout_seconds=args.timeout_seconds,
-                success_threshold=args.success_threshold,
-                failure_threshold=args.failure_threshold,
+                initial_delay_seconds=timings.initial_delay_seconds,
+                period_seconds=timings.period_seconds,
+                timeout_seconds=timings.timeout_seconds,
+                success_threshold=timings.success_threshold,
+                failure_threshold=timings.failure_threshold,
             )
 
         memory = f"{math.ceil(args.memory_gb * 1024)}Mi"
         requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory}
         limits = dict(requests)
-        if args.gpu_cores:
-            limits["nvidia.com/gpu"] = str(args.gpu_cores)
+        tolerations: Optional[list[k8s.core.v1.TolerationArgs]] = None
+        node_selector: Optional[dict[str, str]] = None
+        if accelerator is not None:
+            # Extended resources are limits only; Kubernetes sets the request equal to the limit.
+            limits[accelerator.resource] = str(accelerator.count)
+            tolerations = [accelerator_toleration(accelerator.kind)]
+            node_selector = {ACCELERATOR_LABEL: accelerator.kind} if accelerator.pinned else None
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 # With autoscaling the HPA owns the replica count; a fixed count here would fight it.
                 replicas=None if args.autoscale else (args.num_replicas or 1),
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 # Never below the ready count while a new image rolls out.
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=service_account,
+                        tolerations=tolerations,
+                        node_selector=node_selector,
                         security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
                         containers=[
                             k8s.core.v1.ContainerArgs(
@@ -184,7 +219,7 @@ class AksService(pulumi.ComponentResource):
             metadata=meta,
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="LoadBalancer",
-                selector=labels,
+                selector=selector,
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=SERVING_PORT)],
             ),
             opts=on_cluster,
@@ -218,7 +253,7 @@ class AksService(pulumi.ComponentResource):
             metadata=meta,
             # One pod at a time through node drains, which also lets a one-replica service drain.
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
-                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels)
+                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector)
             ),
             opts=on_cluster,
         )
@@ -229,7 +264,10 @@ class AksService(pulumi.ComponentResource):
         )
         self.scoring_uri = pulumi.Output.concat("http://", address, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat("http://", address, runtime.SWAGGER_PATH)
-        self.register_outputs({"scoring_uri": self.scoring_uri, "primary_key": self.primary_key})
+        self.register_outputs({
+            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
+            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
+        })
 
     def _collection_identity(self, name: str, args: AksServiceArgs, labels: dict[str, str]) -> pulumi.Output[str]:
         """A managed identity for the pods, federated to their service account, allowed to write

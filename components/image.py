@@ -9,7 +9,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components import TOKEN_PREFIX
-from components.bundle import DOCKERFILE, BundledModel, content_tag, scoring_bundle, write_bundle
+from content.bundle import DOCKERFILE, content_tag, scoring_bundle, write_bundle
+from content.model import BundledModel
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ class NameRule:
 
 
 class Kind(Enum):
-    """Azure resource kinds whose names ml-deploy derives."""
+    """Azure resource kinds whose names ml-deploy derives. Rules checked against MicrosoftDocs/azure-docs
+    articles/azure-resource-manager/management/resource-name-rules.md."""
 
     RESOURCE_GROUP = NameRule(1, 90, r"[A-Za-z0-9_().-]*[A-Za-z0-9_()-]", r"[A-Za-z0-9_().-]", "-", False, False)
     STORAGE_ACCOUNT = NameRule(3, 24, r"[a-z0-9]+", r"[a-z0-9]", "", True, True)
@@ -40,7 +41,15 @@ class Kind(Enum):
     USER_ASSIGNED_IDENTITY = NameRule(3, 128, r"[A-Za-z0-9][A-Za-z0-9_-]*", r"[A-Za-z0-9_-]", "-", False, False)
     BLOB_CONTAINER = NameRule(3, 63, r"[a-z0-9](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, False)
     AKS_CLUSTER = NameRule(1, 63, r"[A-Za-z0-9][A-Za-z0-9_-]*[A-Za-z0-9]", r"[A-Za-z0-9_-]", "-", False, False)
+    # An AKS cluster's DNS prefix: 1-54 letters, digits and hyphens, starting and ending with a letter
+    # or digit (the azurerm provider's kubernetes_cluster `dns_prefix` rule, as the portal enforces it).
+    AKS_DNS_PREFIX = NameRule(1, 54, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", False, False)
     KUBERNETES = NameRule(1, 63, r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", r"[a-z0-9-]", "-", True, False)
+    # IoT hubs: 3-50 letters, digits and hyphens, not ending with a hyphen; part of the public host
+    # name `<name>.azure-devices.net`.
+    IOT_HUB = NameRule(3, 50, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", True, True)
+    # Container registry scope maps and tokens: 5-50 letters, digits, hyphens and underscores.
+    REGISTRY_TOKEN = NameRule(5, 50, r"[A-Za-z0-9_-]+", r"[A-Za-z0-9_-]", "-", False, False)
 
 
 HASH_LEN = 6

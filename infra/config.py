@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from infra.vm_sizes import CLOCK, ENDED_TARGETS
+
+if TYPE_CHECKING:
+    from infra.targets import Target
 
 PROJECT = "ml-deploy"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """Relative paths in the stack config are relative to this folder (the one holding Pulumi.yaml)."""
 
-# The config keys this program reads, in the order of the Azure ML workflow.
-KEYS = ("workspace", "models", "images", "aks_clusters", "services")
+# The config keys every stack may set, in the order of the Azure ML workflow. Targets add their own
+# shared sections (`aks_clusters`, ...) through the target registry (infra/targets/).
+KEYS = ("workspace", "models", "images", "services")
 
 DEFAULT_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 
@@ -33,7 +41,7 @@ class ConfigError(pulumi.RunError):
         super().__init__("invalid stack config:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     # Unknown keys are typos far more often than intent: reject them.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -47,7 +55,7 @@ def _existing_path(value: str, info: ValidationInfo, kind: str) -> Path:
     return path
 
 
-class WorkspaceConfig(_Strict):
+class WorkspaceConfig(Strict):
     """`ml-deploy:workspace`: the Azure ML workspace and the resources it is tied to."""
 
     name: str = Field(pattern=WORKSPACE_NAME)
@@ -61,7 +69,7 @@ class WorkspaceConfig(_Strict):
     sku: Literal["Basic"] = "Basic"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """One entry of `ml-deploy:models`: a file or folder registered as an Azure ML model."""
 
     name: str = Field(pattern=MODEL_NAME)
@@ -75,7 +83,7 @@ class ModelConfig(_Strict):
         return _existing_path(str(value), info, "model path")
 
 
-class ImageConfig(_Strict):
+class ImageConfig(Strict):
     """One entry of `ml-deploy:images`: a scoring image built from a script, a conda env and models."""
 
     name: str = Field(pattern=IMAGE_NAME, max_length=64)
@@ -103,118 +111,64 @@ class ImageConfig(_Strict):
         return path
 
 
-# vCPUs per VM size, for the FastProd rule. Sizes outside this table are an error, never a guess.
-VM_VCPUS: dict[str, int] = {
-    **{f"Standard_D{n}_v2": c for n, c in ((1, 1), (2, 2), (3, 4), (4, 8), (5, 16))},
-    **{f"Standard_DS{n}_v2": c for n, c in ((1, 1), (2, 2), (3, 4), (4, 8), (5, 16))},
-    **{f"Standard_D{n}_v2": c for n, c in ((11, 2), (12, 4), (13, 8), (14, 16))},
-    **{f"Standard_D{c}{s}_v{v}": c for c in (2, 4, 8, 16, 32, 48, 64) for s in ("", "s", "ds", "as") for v in (3, 4, 5)},
-    **{f"Standard_E{c}{s}_v{v}": c for c in (2, 4, 8, 16, 32) for s in ("", "s", "ds", "as") for v in (3, 4, 5)},
-    **{f"Standard_F{c}s_v2": c for c in (2, 4, 8, 16, 32, 48, 64, 72)},
-    **{f"Standard_B{c}{m}": c for c in (2, 4, 8, 12, 16, 20) for m in ("s", "ms")},
-    "Standard_NC6": 6, "Standard_NC12": 12, "Standard_NC24": 24,
-    "Standard_NC6s_v3": 6, "Standard_NC12s_v3": 12, "Standard_NC24s_v3": 24,
-    "Standard_NC4as_T4_v3": 4, "Standard_NC8as_T4_v3": 8, "Standard_NC16as_T4_v3": 16, "Standard_NC64as_T4_v3": 64,
-}
-FASTPROD_MIN_VCPUS = 12
+# Azure's limits on resource tags: names up to 512 characters without `<>%&\\?/`, values up to 256,
+# at most 50 per resource (learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations).
+TAG_NAME = r"^[^<>%&\\?/]{1,512}$"
+TAG_VALUE_MAX = 256
+TAGS_MAX = 50
 
 
-class AttachConfig(_Strict):
-    """An existing AKS cluster to deploy to instead of creating one."""
-
-    resource_group: str = Field(min_length=1, max_length=90)
-    cluster_name: str = Field(min_length=1, max_length=63)
-
-
-class AksClusterConfig(_Strict):
-    """One entry of `ml-deploy:aks_clusters`: a cluster created for the stack, or an attached one."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
-    agent_count: int = Field(default=3, ge=1, le=100)
-    vm_size: str = "Standard_D3_v2"
-    cluster_purpose: Literal["FastProd", "DevTest"] = "FastProd"
-    attach: Optional[AttachConfig] = None
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > TAGS_MAX:
+        raise ValueError(f"at most {TAGS_MAX} tags (Azure's limit per resource); got {len(tags)}")
+    for key, value in tags.items():
+        if not re.match(TAG_NAME, key):
+            raise ValueError(f"tag name {key!r} must be 1-512 characters without any of <>%&\\?/")
+        if len(value) > TAG_VALUE_MAX:
+            raise ValueError(f"tag {key!r}: value longer than {TAG_VALUE_MAX} characters")
+    return tags
 
 
-class _ServiceBase(_Strict):
+class ServiceBase(Strict):
+    """What every service declares, whatever its target: the Azure ML SDK's common deploy settings.
+
+    Each target subclasses this with `target: Literal["<name>"]` and its own settings, and
+    registers the subclass in infra/targets/.
+    """
+
     name: str = Field(pattern=SERVICE_NAME)
     """Azure ML web service name: 3-32 lowercase letters, digits and hyphens, starting with a letter."""
+    target: Any
+    """The target's name; each target's subclass narrows it to `Literal["<name>"]`."""
     image: str
+    """An image name from `images`."""
+    description: str = Field(default="", max_length=TAG_VALUE_MAX)
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Azure resource tags on what the service creates; labels on its Kubernetes objects."""
     auth_enabled: bool = False
     enable_app_insights: bool = False
     scoring_timeout_ms: int = Field(default=60_000, gt=0, le=300_000)
 
-
-class AciServiceConfig(_ServiceBase):
-    """A service on Azure Container Instances (`target: aci`), with the Azure ML SDK's defaults."""
-
-    target: Literal["aci"]
-    # ACI caps one container at 4 cores and 16 GB in most regions.
-    cpu_cores: float = Field(default=0.1, gt=0, le=4)
-    memory_gb: float = Field(default=0.5, gt=0, le=16)
-    dns_name_label: Optional[str] = Field(default=None, pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
-    location: Optional[str] = None
-    """Region of the container group; the workspace's region when unset."""
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        return _check_tags(tags)
 
 
-class LocalServiceConfig(_ServiceBase):
-    """A service on this machine (`target: local`): the scoring runtime as a process on 127.0.0.1."""
-
-    target: Literal["local"]
-    port: int = Field(default=0, ge=0, le=65535)
-    """0 picks a free port when the service is created and keeps it."""
-    workers: int = Field(default=1, ge=1, le=64)
+Section = TypeVar("Section", bound=BaseModel)
 
 
-class AksServiceConfig(_ServiceBase):
-    """A service on Azure Kubernetes Service (`target: aks`), with the Azure ML SDK's defaults."""
-
-    target: Literal["aks"]
-    cluster: str
-    auth_enabled: bool = True
-    cpu_cores: float = Field(default=0.1, gt=0)
-    memory_gb: float = Field(default=0.5, gt=0)
-    gpu_cores: int = Field(default=0, ge=0)
-    autoscale_enabled: Optional[bool] = None
-    """Default: on unless `num_replicas` is set."""
-    autoscale_min_replicas: int = Field(default=1, ge=1)
-    autoscale_max_replicas: int = Field(default=10, ge=1)
-    autoscale_target_utilization: int = Field(default=70, ge=1, le=100)
-    num_replicas: Optional[int] = Field(default=None, ge=1)
-    collect_model_data: bool = False
-    replica_max_concurrent_requests: int = Field(default=1, ge=1)
-    max_request_wait_time: int = Field(default=500, ge=0)
-    """Milliseconds a request may wait in the queue (an Azure ML router setting; kept for parity)."""
-    period_seconds: int = Field(default=10, ge=1)
-    initial_delay_seconds: int = Field(default=310, ge=0)
-    timeout_seconds: int = Field(default=2, ge=1)
-    success_threshold: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
-    namespace: str = Field(default="ml-deploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    primary_key: Optional[str] = Field(default=None, min_length=16)
-    """Secret; generated when absent. Set it with `pulumi config set --secret` in a real stack."""
-    secondary_key: Optional[str] = Field(default=None, min_length=16)
-
-    @property
-    def autoscale(self) -> bool:
-        return self.autoscale_enabled if self.autoscale_enabled is not None else self.num_replicas is None
-
-
-ServiceConfig = Annotated[
-    Union[AciServiceConfig, LocalServiceConfig, AksServiceConfig], Field(discriminator="target")
-]
-TARGETS = ("aci", "local", "aks")
-LOCAL_TARGETS = ("local",)
-
-
-class StackConfig(_Strict):
-    """Everything one stack declares."""
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything one stack declares, validated."""
 
     workspace: WorkspaceConfig
-    models: list[ModelConfig] = Field(default_factory=list)
-    images: list[ImageConfig] = Field(default_factory=list)
-    aks_clusters: list[AksClusterConfig] = Field(default_factory=list)
-    services: list[ServiceConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = field(default_factory=list)
+    images: list[ImageConfig] = field(default_factory=list)
+    services: list[ServiceBase] = field(default_factory=list)
+    """Each one an instance of its target's config class."""
+    sections: dict[str, list[BaseModel]] = field(default_factory=dict)
+    """Target-owned shared sections by key (`aks_clusters`: the clusters services run on)."""
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.models if m.name == name)
@@ -222,28 +176,90 @@ class StackConfig(_Strict):
     def image(self, name: str) -> ImageConfig:
         return next(i for i in self.images if i.name == name)
 
+    def section(self, key: str, kind: type[Section]) -> list[Section]:
+        """The entries of a target-owned section, typed."""
+        return [item for item in self.sections.get(key, []) if isinstance(item, kind)]
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for i, part in enumerate(loc):
+    def services_of(self, kind: type[Section]) -> list[tuple[int, Section]]:
+        """(index in `services`, config) of every service whose config is a `kind`."""
+        return [(i, s) for i, s in enumerate(self.services) if isinstance(s, kind)]
+
+
+class _Common(Strict):
+    workspace: WorkspaceConfig
+    models: list[ModelConfig] = Field(default_factory=list)
+    images: list[ImageConfig] = Field(default_factory=list)
+
+
+def _format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and part in TARGETS:
-            continue  # the discriminated union's tag: not a key the user wrote
         else:
             path += f".{part}" if path else str(part)
     return path
 
 
-def _cross_reference_problems(cfg: StackConfig) -> list[str]:
+def _errors(err: ValidationError, prefix: str = "") -> list[str]:
+    return [f"{_format_loc(e['loc'], prefix)}: {_message(e)}" for e in err.errors()]
+
+
+def _validate_list(key: str, raw: Any, model: type[BaseModel], root: Path) -> tuple[list[BaseModel], list[str]]:
+    if not isinstance(raw, list):
+        return [], [f"{key}: must be a list"]
+    items: list[BaseModel] = []
     problems: list[str] = []
-    for key, items in (("models", cfg.models), ("images", cfg.images), ("aks_clusters", cfg.aks_clusters),
-                       ("services", cfg.services)):
+    for i, item in enumerate(raw):
+        try:
+            items.append(model.model_validate(item, context={"root": root}))
+        except ValidationError as err:
+            problems += _errors(err, f"{key}[{i}]")
+    return items, problems
+
+
+def _validate_services(raw: Any, targets: dict[str, "Target"], root: Path) -> tuple[list[ServiceBase], list[str]]:
+    """Each entry validated by the config class of the target it names."""
+    if not isinstance(raw, list):
+        return [], ["services: must be a list"]
+    services: list[ServiceBase] = []
+    problems: list[str] = []
+    known = ", ".join(targets)
+    for i, item in enumerate(raw):
+        path = f"services[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{path}: must be a mapping with at least name, image and target")
+            continue
+        name = item.get("target")
+        if name is None:
+            problems.append(f"{path}.target: required (one of: {known})")
+            continue
+        target = targets.get(str(name))
+        if target is None:
+            ended = ENDED_TARGETS.get(str(name))  # an Azure ML SDK target that is gone: say so, with dates
+            problems.append(f"{path}.target: " + (ended(CLOCK.today()) if ended else
+                                                  f"unknown target {name!r} (one of: {known})"))
+            continue
+        try:
+            services.append(target.config.model_validate(item, context={"root": root}))
+        except ValidationError as err:
+            problems += _errors(err, path)
+    return services, problems
+
+
+def _common_problems(cfg: StackConfig, targets: dict[str, "Target"]) -> list[str]:
+    problems: list[str] = []
+    lists: list[tuple[str, list[Any]]] = [("models", cfg.models), ("images", cfg.images), ("services", cfg.services)]
+    lists += list(cfg.sections.items())
+    for key, items in lists:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
-            if item.name in seen:
-                problems.append(f"{key}[{i}].name: {item.name!r} is already used by {key}[{seen[item.name]}]")
-            seen.setdefault(item.name, i)
+            name = getattr(item, "name", None)
+            if name is None:
+                continue
+            if name in seen:
+                problems.append(f"{key}[{i}].name: {name!r} is already used by {key}[{seen[name]}]")
+            seen.setdefault(name, i)
     model_names = {m.name for m in cfg.models}
     for i, image in enumerate(cfg.images):
         for j, model in enumerate(image.models):
@@ -251,58 +267,20 @@ def _cross_reference_problems(cfg: StackConfig) -> list[str]:
                 problems.append(f"images[{i}].models[{j}]: no model named {model!r} in models")
         if len(set(image.models)) != len(image.models):
             problems.append(f"images[{i}].models: lists a model twice")
-    problems += _cluster_problems(cfg)
     image_names = {im.name for im in cfg.images}
-    cluster_names = {c.name for c in cfg.aks_clusters}
-    local = cfg.workspace.kind == "local"
+    kind = cfg.workspace.kind
     for i, service in enumerate(cfg.services):
         if service.image not in image_names:
             problems.append(f"services[{i}].image: no image named {service.image!r} in images")
-        if (service.target in LOCAL_TARGETS) != local:
+        target = targets[service.target]
+        if kind not in target.workspace_kinds:
             problems.append(f"services[{i}].target: {service.target!r} needs a workspace of kind "
-                            f"{'local' if service.target in LOCAL_TARGETS else 'azure'} "
-                            f"(workspace.kind is {cfg.workspace.kind!r})")
-        if isinstance(service, AksServiceConfig):
-            problems += _aks_service_problems(i, service, cluster_names)
-    return problems
-
-
-def _cluster_problems(cfg: StackConfig) -> list[str]:
-    problems: list[str] = []
-    if cfg.aks_clusters and cfg.workspace.kind == "local":
-        problems.append("aks_clusters: AKS clusters need a workspace of kind azure")
-    for i, cluster in enumerate(cfg.aks_clusters):
-        path = f"aks_clusters[{i}]"
-        if cluster.attach is not None:
-            given = cluster.model_fields_set & {"agent_count", "vm_size", "cluster_purpose"}
-            for key in sorted(given):
-                problems.append(f"{path}.{key}: not allowed with attach (the attached cluster keeps its own)")
-            continue
-        vcpus = VM_VCPUS.get(cluster.vm_size)
-        if vcpus is None:
-            problems.append(f"{path}.vm_size: unknown VM size {cluster.vm_size!r}; use one of the sizes in "
-                            f"infra/config.py VM_VCPUS (e.g. Standard_D3_v2), or add it there with its vCPU count")
-        elif cluster.cluster_purpose == "FastProd" and vcpus * cluster.agent_count < FASTPROD_MIN_VCPUS:
-            problems.append(
-                f"{path}.agent_count: a FastProd cluster needs at least {FASTPROD_MIN_VCPUS} vCPUs; "
-                f"{cluster.agent_count} x {cluster.vm_size} ({vcpus} vCPUs) has {vcpus * cluster.agent_count}: "
-                f"use agent_count >= {-(-FASTPROD_MIN_VCPUS // vcpus)} or cluster_purpose: DevTest"
-            )
-    return problems
-
-
-def _aks_service_problems(i: int, svc: AksServiceConfig, clusters: set[str]) -> list[str]:
-    path = f"services[{i}]"
-    problems: list[str] = []
-    if svc.cluster not in clusters:
-        problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
-    if svc.autoscale_enabled and svc.num_replicas is not None:
-        problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
-    if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
-        problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
-                        f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
-    if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
-        problems.append(f"{path}.secondary_key: must differ from primary_key")
+                            f"{' or '.join(target.workspace_kinds)} (workspace.kind is {kind!r})")
+    for target in targets.values():
+        for key in target.sections:
+            if cfg.sections.get(key) and kind not in target.workspace_kinds:
+                problems.append(f"{key}: needs a workspace of kind {' or '.join(target.workspace_kinds)} "
+                                f"(workspace.kind is {kind!r})")
     return problems
 
 
@@ -311,17 +289,34 @@ def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT) -> StackConfig:
 
     Raises ConfigError naming every invalid path; nothing is registered before this returns.
     """
-    unknown = sorted(set(raw) - set(KEYS))
-    problems = [f"{k}: unknown key (expected one of: {', '.join(KEYS)})" for k in unknown]
+    from infra.targets import registry  # the targets import this module for their base classes
+
+    targets = registry()
+    section_models = {key: model for t in targets.values() for key, model in t.sections.items()}
+    allowed = (*KEYS, *section_models)
+    problems = [f"{k}: unknown key (expected one of: {', '.join(allowed)})" for k in sorted(set(raw) - set(allowed))]
     if "workspace" not in raw:
         problems.append("workspace: required (at least `name`)")
     if problems:
         raise ConfigError(problems)
+    common: _Common | None = None
     try:
-        cfg = StackConfig.model_validate(raw, context={"root": root})
+        common = _Common.model_validate({k: raw[k] for k in ("workspace", "models", "images") if k in raw},
+                                        context={"root": root})
     except ValidationError as err:
-        raise ConfigError([f"{_format_loc(e['loc'])}: {_message(e)}" for e in err.errors()]) from None
-    problems = _cross_reference_problems(cfg)
+        problems += _errors(err)
+    sections: dict[str, list[BaseModel]] = {}
+    for key, model in section_models.items():
+        sections[key], section_problems = _validate_list(key, raw.get(key, []), model, root)
+        problems += section_problems
+    services, service_problems = _validate_services(raw.get("services", []), targets, root)
+    problems += service_problems
+    if problems or common is None:
+        raise ConfigError(problems)
+    cfg = StackConfig(common.workspace, common.models, common.images, services, sections)
+    problems = _common_problems(cfg, targets)
+    for target in targets.values():
+        problems += target.check(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -333,16 +328,21 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def load() -> StackConfig:
-    """Read this stack's `ml-deploy:` config from the Pulumi engine (or its mocks) and validate it."""
+def project_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The `ml-deploy:` keys of an engine config map (full key -> JSON text), namespace dropped, decoded."""
     raw: dict[str, Any] = {}
-    # The SDK exposes no listing of config keys; the runtime's config map is where the engine puts
-    # them, and listing it is how a misspelt top-level key becomes an error instead of a silent no-op.
-    for full_key, value in pulumi.runtime.config.CONFIG.get().items():
+    for full_key, value in values.items():
         namespace, _, key = full_key.partition(":")
         if namespace == PROJECT:
             raw[key] = _decode(value)
-    return parse(raw)
+    return raw
+
+
+def load() -> StackConfig:
+    """Read this stack's `ml-deploy:` config from the Pulumi engine (or its mocks) and validate it."""
+    # The SDK exposes no listing of config keys; the runtime's config map is where the engine puts
+    # them, and listing it is how a misspelt top-level key becomes an error instead of a silent no-op.
+    return parse(project_values(pulumi.runtime.config.CONFIG.get()))
 
 
 def _decode(value: Any) -> Any:

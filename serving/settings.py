@@ -64,7 +64,8 @@ SWAGGER_PATH = "/swagger.json"
 class Settings:
     """Resolved runtime settings."""
 
-    entry_script: str
+    entry_script: str = ""
+    """Empty in an image's service settings: the image's own environment names its script."""
     model_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -100,7 +101,6 @@ class Settings:
     def environ(self) -> dict[str, str]:
         """These settings as the environment variables the runtime reads."""
         env = {
-            ENTRY_SCRIPT: self.entry_script,
             PORT: str(self.port),
             WORKER_COUNT: str(self.workers),
             SCORING_TIMEOUT_MS: str(self.timeout_ms),
@@ -114,6 +114,8 @@ class Settings:
             MAX_CONNECTIONS: str(self.max_connections),
             SHUTDOWN_GRACE_SECONDS: str(self.shutdown_grace_s),
         }
+        if self.entry_script:
+            env[ENTRY_SCRIPT] = self.entry_script
         if self.model_dir is not None:
             env[MODEL_DIR] = self.model_dir
         if self.auth_keys:
@@ -122,6 +124,11 @@ class Settings:
             env[TLS_CERT_FILE] = self.tls_cert_file
             env[TLS_KEY_FILE] = self.tls_key_file
         return env
+
+
+def workers_for_cores(cpu_cores: float) -> int:
+    """Worker processes for a container with `cpu_cores` cores: one per whole core, at least one."""
+    return max(1, int(cpu_cores))
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:

@@ -7,16 +7,13 @@ import shutil
 import kubernetes_validate
 import pytest
 
-from tests.conftest import TEMPLATES
-from tests.test_config import assert_rejected
-from tests.test_diff import changed
+from tests.helpers import ACR_PULL, TEMPLATES, assert_rejected, changed
 
 CLUSTER = "azure-native:containerservice:ManagedCluster"
 ROLE = "azure-native:authorization:RoleAssignment"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 K8S_VERSION = kubernetes_validate.latest_version()
-ACR_PULL = "7f951dca-d3bc-4aca-8b21-4ab4c9cf89b3"
 
 
 @pytest.fixture
@@ -45,7 +42,17 @@ def kube_objects(rec):
 
 def test_fastprod_needs_twelve_vcpus(aks):
     aks["ml-deploy:aks_clusters"][0]["agent_count"] = 2
-    assert_rejected(aks, "aks_clusters[0].agent_count", "needs at least 12 vCPUs; 2 x Standard_D3_v2 (4 vCPUs) has 8")
+    assert_rejected(aks, "aks_clusters[0].agent_count", "12 vCPUs; 2 x Standard_D3_v2 (4 vCPUs) has 8")
+
+
+def test_fastprod_needs_three_nodes_even_with_enough_vcpus(aks):
+    aks["ml-deploy:aks_clusters"][0].update(agent_count=2, vm_size="Standard_D8s_v3")
+    assert_rejected(aks, "aks_clusters[0].agent_count", "at least 3 nodes")
+
+
+def test_a_size_that_does_not_exist_is_unknown(aks):
+    aks["ml-deploy:aks_clusters"][0]["vm_size"] = "Standard_D4ds_v3"  # there is no Ddsv3 series
+    assert_rejected(aks, "aks_clusters[0].vm_size", "unknown VM size")
 
 
 def test_fastprod_with_three_d3_v2_passes(aks, run):

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import ROOT, SEED, TEMPLATES
-from tests.test_serving import free_port, serve
+from tests.helpers import ROOT, SEED, TEMPLATES, free_port, serve
 
 AZURITE = ROOT / ".ml-deploy" / "tools" / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's documented development account; it exists only inside the emulator.

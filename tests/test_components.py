@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.naming import Kind, is_valid
-from tests.conftest import has_resource
+from tests.helpers import ACR_PULL, has_resource
 
 RG = "azure-native:resources:ResourceGroup"
 STORAGE = "azure-native:storage:StorageAccount"
@@ -94,7 +94,7 @@ class TestAciService:
         identity = rec.of_type(IDENTITY)[0]
         role = rec.of_type(ROLE)[0]
         assert role.inputs["principalId"] == identity.outputs["principalId"]
-        assert role.inputs["roleDefinitionId"].endswith("/roleDefinitions/7f951dca-d3bc-4aca-8b21-4ab4c9cf89b3")
+        assert role.inputs["roleDefinitionId"].endswith(f"/roleDefinitions/{ACR_PULL}")
         assert role.inputs["scope"] == rec.of_type(REGISTRY)[0].id
         cred = group.inputs["imageRegistryCredentials"][0]
         assert cred["identity"] == identity.id and "password" not in cred and "username" not in cred

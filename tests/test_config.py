@@ -5,29 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.config import ConfigError
-from tests.conftest import run_config
-
-
-def assert_rejected(config: dict, path: str, words: str) -> None:
-    from infra import offline
-
-    recorded: list = []
-    original = offline.RecordingMonitor.RegisterResource
-
-    def spy(self, request):  # count registrations of the failing run
-        recorded.append(request.type)
-        return original(self, request)
-
-    offline.RecordingMonitor.RegisterResource = spy  # type: ignore[method-assign]
-    try:
-        with pytest.raises(ConfigError) as caught:
-            run_config(config)
-    finally:
-        offline.RecordingMonitor.RegisterResource = original  # type: ignore[method-assign]
-    matching = [p for p in caught.value.problems if p.startswith(f"{path}: ")]
-    assert matching, f"no problem at {path}; got {caught.value.problems}"
-    assert words.lower() in matching[0].lower(), matching[0]
-    assert [t for t in recorded if t != "pulumi:pulumi:Stack"] == [], "resources registered despite bad config"
+from tests.helpers import assert_rejected, run_config
 
 
 def test_memory_must_be_positive(config):
@@ -47,7 +25,7 @@ def test_unknown_service_key_is_a_typo(config):
 
 def test_unknown_target(config):
     config["ml-deploy:services"][0]["target"] = "gke"
-    assert_rejected(config, "services[0]", "aci")
+    assert_rejected(config, "services[0].target", "unknown target 'gke'")
 
 
 def test_image_names_a_missing_model(config):

@@ -5,17 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import TEMPLATES
-
-
-def inputs_by_urn(rec) -> dict:
-    return {r.urn: r.inputs for r in rec.resources}
-
-
-def changed(before, after) -> set[str]:
-    a, b = inputs_by_urn(before), inputs_by_urn(after)
-    assert a.keys() == b.keys(), "the set of resources changed"
-    return {urn.rsplit("::", 1)[1] for urn in a if a[urn] != b[urn]}
+from tests.helpers import TEMPLATES, changed
 
 
 def two_services(config):

@@ -17,11 +17,13 @@ from typing import Iterator
 import pytest
 from pulumi import automation as auto
 
-from components.local import process_alive
-from infra.call import call
-from tests.conftest import ROOT, SEED
+from providers.local import process_alive
+from cli import logs
+from cli.call import call
+from tests.helpers import ROOT, SEED
 
-COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "serving", "scoring_templates")
+COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
+          "scoring_templates")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,27 @@ def test_changed_script_updates_only_the_image_and_the_service(stack, project: P
     stack.up(on_output=lambda _: None)
     after = score(stack)
     assert after == [round(p, 1) for p in before] and after != before
+
+
+def test_logs_read_the_running_service_from_its_outputs(stack):
+    source = stack.outputs()["services"].value["diabetes-local"]["logs"]
+    assert source["kind"] == "file"
+    assert "score.py" in logs.read(source, tail=50)
+
+
+def test_logs_show_a_failed_init_with_the_script_and_the_error(stack, project: Path):
+    script = project / "scoring_templates" / "sklearn" / "score.py"
+    working = script.read_text()
+    script.write_text(working.replace("def init():", "def init():\n    raise RuntimeError('model file is corrupt')\n\n\ndef _unused():", 1))
+    try:
+        with pytest.raises(auto.CommandError):
+            stack.up(on_output=lambda _: None)
+        # No outputs for a service that never became ready: the log is found from the stack config.
+        text = logs.read(logs.source_from_config("local", "diabetes-local", root=project), tail=200)
+        assert "score.py" in text and "model file is corrupt" in text, text
+    finally:
+        script.write_text(working)
+    assert stack.up(on_output=lambda _: None).summary.result == "succeeded"
 
 
 def test_destroy_leaves_no_process_and_no_port(stack):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pulumi
 
-from infra import offline
-from tests.conftest import has_resource
+from cli import offline
+from tests.helpers import has_resource
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = "ml-deploy:index:Workspace"

@@ -17,78 +17,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SEED, TEMPLATES
-
-STARTUP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen, url: str, log: Path):
-        self.proc, self.url, self.log = proc, url, log
-
-    def post(self, body: bytes | str, headers: dict | None = None) -> httpx.Response:
-        hdrs = {"content-type": "application/json", **(headers or {})}
-        return httpx.post(self.url + "/score", content=body, headers=hdrs, timeout=30)
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
-
-
-def _start(script: Path, model_dir: Path | None, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = tmp_path / f"serving-{port}.log"
-    args = [sys.executable, "-m", "serving", "--entry-script", str(script), "--port", str(port)]
-    if model_dir is not None:
-        args += ["--model-dir", str(model_dir)]
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}", log
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"not ready within {STARTUP_S}s:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def serve(script: Path, tmp_path: Path, model_dir: Path | None = None, **env: str) -> Iterator[Served]:
-    proc, url, log = _start(script, model_dir, env, tmp_path)
-    try:
-        _wait_ready(proc, url, log)
-        yield Served(proc, url, log)
-    finally:
-        _stop(proc)
-
-
-def write_script(tmp_path: Path, body: str, name: str = "score.py") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body))
-    return path
-
+from tests.helpers import (SEED, STARTUP_S, TEMPLATES, Served, serve, start_process, stop_process, wait_ready,
+                           write_script)
 
 @pytest.fixture
 def sklearn_service(tmp_path, model_files) -> Iterator[Served]:
@@ -117,9 +47,10 @@ def test_onnx_template_gives_the_same_predictions(tmp_path, model_files, sklearn
 
 def test_decorated_script_has_a_swagger_from_its_schema(sklearn_service):
     doc = sklearn_service.get("/swagger.json").json()
-    body = doc["paths"]["/score"]["post"]["parameters"][0]["schema"]
-    assert body["properties"]["data"]["type"] == "array"
-    assert doc["paths"]["/score"]["post"]["responses"]["200"]["schema"]["type"] == "array"
+    # Azure ML's layout: the schemas are definitions that /score refers to.
+    assert doc["paths"]["/score"]["post"]["parameters"][0]["schema"] == {"$ref": "#/definitions/ServiceInput"}
+    assert doc["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"
+    assert doc["definitions"]["ServiceOutput"]["type"] == "array"
 
 
 def test_request_ids_are_echoed(sklearn_service):
@@ -134,7 +65,7 @@ def test_request_ids_are_echoed(sklearn_service):
 @pytest.mark.parametrize("body,status,words", [
     (b"{bad", 400, "not valid JSON"),
     (b"[1, 2]", 400, "must be a JSON object"),
-    (b'{"rows": [[1]]}', 400, "unexpected input 'rows'"),
+    (b'{"rows": [[1]]}', 400, "missing input 'data'"),  # other keys are ignored, as in Azure ML
     (b"{}", 400, "missing input 'data'"),
     (b"\xff\xfe", 400, "not valid UTF-8"),
 ])
@@ -151,8 +82,8 @@ def test_unsupported_media_type(sklearn_service):
 
 def test_unknown_route_and_method(sklearn_service):
     assert sklearn_service.get("/nope").status_code == 404
-    r = sklearn_service.get("/score")
-    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]
+    r = httpx.put(sklearn_service.url + "/score", content=b"{}")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST, OPTIONS" and r.json()["error"]
 
 
 def test_body_over_the_limit_is_a_413(tmp_path, model_files):
@@ -242,7 +173,7 @@ def test_init_failure_exits_non_zero_naming_the_script(tmp_path):
         def run(raw):
             return raw
     """, name="broken_score.py")
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     assert proc.wait(timeout=STARTUP_S) != 0
     text = log.read_text()
     assert "broken_score.py" in text and "model file missing" in text
@@ -250,7 +181,7 @@ def test_init_failure_exits_non_zero_naming_the_script(tmp_path):
 
 def test_script_without_run_fails_to_start(tmp_path):
     script = write_script(tmp_path, "def init():\n    pass\n")
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     assert proc.wait(timeout=STARTUP_S) != 0
     assert "must define init() and run()" in log.read_text()
 
@@ -265,7 +196,7 @@ def test_not_ready_until_init_finishes(tmp_path):
         def run(raw):
             return "ok"
     """)
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:  # wait until the server answers at all
@@ -279,11 +210,11 @@ def test_not_ready_until_init_finishes(tmp_path):
         assert httpx.get(url + "/").status_code == 200
         assert httpx.post(url + "/score", content=b"x").status_code == 503
         gate.write_text("go")
-        _wait_ready(proc, url, log)
-        # A string from run() is the body as is, as in Azure ML.
-        assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == "ok"
+        wait_ready(proc, url, log)
+        # A string from run() is a JSON string, as in Azure ML.
+        assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == '"ok"'
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_several_workers_share_the_port(tmp_path):
@@ -317,9 +248,9 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
             time.sleep(1.0)
             return "finished"
     """)
-    proc, url, log = _start(script, None, {}, tmp_path)
+    proc, url, log = start_process(script, None, {}, tmp_path)
     try:
-        _wait_ready(proc, url, log)
+        wait_ready(proc, url, log)
         result: dict = {}
 
         def call() -> None:
@@ -333,8 +264,8 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         t.join(timeout=30)
-        assert result["r"].status_code == 200 and result["r"].text == "finished"
+        assert result["r"].status_code == 200 and result["r"].json() == "finished"
         # uvicorn re-raises the SIGTERM it caught once it has drained, so the exit is by that signal.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
-        _stop(proc)
+        stop_process(proc)

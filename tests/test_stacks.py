@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import offline
-from infra.plan import render
+from cli import offline
+from cli.plan import render
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))

@@ -1,6 +1,6 @@
-"""Print the resource tree a stack's config registers, computed offline under Pulumi's mocks.
+"""`ml-deploy plan`: print the resource tree a stack's config registers, computed offline under Pulumi's mocks.
 
-    python -m infra.plan [--stack dev] [--json]
+    ./ml-deploy plan [--stack dev] [--json]
 
 Not a `pulumi preview`: nothing is compared with any cloud state, and computed values (ids,
 endpoints, keys) are the mocks' stand-ins.
@@ -13,9 +13,9 @@ import json
 import sys
 from typing import Any
 
-from infra import offline
+from cli import offline
 from infra.config import ConfigError
-from infra.offline import Recorded, Recording
+from cli.offline import Recorded, Recording
 
 # Inputs that say little in a review (they repeat the parent's wiring or are long blobs).
 _QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}
@@ -69,7 +69,7 @@ def _hide(value: Any, secrets: set[str], path: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=(__doc__ or "").strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ml-deploy plan", description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--stack", default="dev", help="reads Pulumi.<stack>.yaml (default: dev)")
     parser.add_argument("--json", action="store_true", help="print the recorded resources as JSON")
     args = parser.parse_args(argv)

@@ -6,13 +6,12 @@ tests check it: the real program (`infra/__main__.py`) runs unchanged, only the 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
 import yaml
@@ -21,7 +20,9 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra import targets
 from infra.config import PROJECT, PROJECT_ROOT
+from infra.targets import MockResource
 
 PROGRAM = PROJECT_ROOT / "infra" / "__main__.py"
 MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -113,6 +114,12 @@ class AzureMocks(pulumi.runtime.Mocks):
 
     def __init__(self, location: str = "westeurope"):
         self.location = location
+        # What each target answers for the resources and invokes it owns (infra/targets/).
+        self.resource_hooks: dict[str, Callable[[MockResource], None]] = {}
+        self.call_hooks: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {}
+        for target in targets.registry().values():
+            self.resource_hooks.update(target.mock_resources)
+            self.call_hooks.update(target.mock_calls)
 
     def new_resource(self, args: MockResourceArgs) -> tuple[Optional[str], dict]:
         state = dict(args.inputs)
@@ -120,6 +127,8 @@ class AzureMocks(pulumi.runtime.Mocks):
         name_keys = (
             "resourceGroupName" if t.endswith(":ResourceGroup") else None,
             "accountName" if t.endswith(":StorageAccount") else None,
+            # Children of a registry name themselves before the registry they belong to.
+            "scopeMapName", "tokenName",
             "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
             "containerGroupName", "blobName", "name", "imageName",
         )
@@ -148,22 +157,12 @@ class AzureMocks(pulumi.runtime.Mocks):
             state["clientId"] = _short_hash("client", physical)[:32]
         elif t == "random:index/randomPassword:RandomPassword":
             state["result"] = _short_hash("password", args.name)[: int(state.get("length", 32))]
-        elif t == "azure-native:containerinstance:ContainerGroup":
-            ip = dict(state.get("ipAddress") or {})
-            location = state.get("location") or self.location
-            ip["fqdn"] = f"{ip.get('dnsNameLabel', physical)}.{location}.azurecontainer.io"
-            ip["ip"] = "20.0.0.1"
-            state["ipAddress"] = ip
-        elif t == "azure-native:containerservice:ManagedCluster":
-            state["identityProfile"] = {"kubeletidentity": {
-                "objectId": _short_hash("kubelet", physical)[:32], "clientId": _short_hash("kc", physical)[:32]}}
-            state["fqdn"] = f"{physical}.hcp.{self.location}.azmk8s.io"
-            state["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{self.location}.oic.prod-aks.azure.com/{physical}/"}
-        elif t == "kubernetes:core/v1:Service":
-            state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
         elif t == "docker:index/image:Image":
             repo = str(state.get("imageName", physical)).rsplit(":", 1)[0]
             state["repoDigest"] = f"{repo}@sha256:{_short_hash('digest', str(state.get('imageName')))}"
+        hook = self.resource_hooks.get(t)
+        if hook is not None:
+            hook(MockResource(type=t, name=physical, location=self.location, state=state))
         resource_id = (
             f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/mock/providers/{t}/{physical}"
             if args.custom
@@ -179,17 +178,9 @@ class AzureMocks(pulumi.runtime.Mocks):
                 "subscriptionId": MOCK_SUBSCRIPTION,
                 "tenantId": MOCK_TENANT,
             }, []
-        if args.token == "azure-native:containerservice:listManagedClusterAdminCredentials":
-            name = args.args.get("resourceName", "cluster")
-            kubeconfig = f"apiVersion: v1\nkind: Config\nclusters: [{{name: {name}, cluster: {{server: 'https://{name}.example.invalid'}}}}]\n"
-            return {"kubeconfigs": [{"name": "clusterAdmin", "value": base64.b64encode(kubeconfig.encode()).decode()}]}, []
-        if args.token == "azure-native:containerservice:getManagedCluster":
-            name = args.args.get("resourceName", "cluster")
-            return {"name": name, "location": self.location,
-                    "oidcIssuerProfile": {"enabled": True, "issuerURL": f"https://{self.location}.oic.prod-aks.azure.com/{name}/"},
-                    "identityProfile": {"kubeletidentity": {
-                "objectId": _short_hash("kubelet", name)[:32], "clientId": _short_hash("kc", name)[:32],
-                "resourceId": f"/subscriptions/{MOCK_SUBSCRIPTION}/kubelet/{name}"}}}, []
+        hook = self.call_hooks.get(args.token)
+        if hook is not None:
+            return hook(dict(args.args), self.location), []
         return {}, []
 
 

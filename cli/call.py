@@ -1,18 +1,19 @@
-"""Post a JSON file to a scoring service and print the answer, as Azure ML's `service.run` does.
+"""`ml-deploy call`: post a JSON file to a scoring service and print the answer, as Azure ML's `service.run` does.
 
-    python -m infra.call --stack local --service diabetes-local FILE   # URI and key from stack outputs
-    python -m infra.call --uri http://127.0.0.1:5001/score [--key KEY] FILE
+    ./ml-deploy call --stack local --service diabetes-local FILE   # URI and key from stack outputs
+    ./ml-deploy call --uri http://127.0.0.1:5001/score [--key KEY] FILE
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from cli.engine import stack_service
 
 
 def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -> tuple[int, bytes]:
@@ -28,22 +29,8 @@ def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -
         return err.code, err.read()
 
 
-def stack_service(stack: str, service: str) -> tuple[str, str]:
-    """(scoring URI, key) of `service` from the `services` output of `stack`, via the Pulumi CLI."""
-    result = subprocess.run(
-        ["pulumi", "stack", "output", "services", "--json", "--show-secrets", "--stack", stack],
-        capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"cannot read the outputs of stack {stack!r}: {result.stderr.strip()}")
-    services = json.loads(result.stdout or "{}")
-    if service not in services:
-        raise SystemExit(f"stack {stack!r} has no service {service!r}; it has: {', '.join(services) or 'none'}")
-    return services[service]["scoring_uri"], services[service].get("primary_key") or ""
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.call", description=(__doc__ or "").strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ml-deploy call", description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--stack", help="read the URI and key from this stack's outputs (needs the pulumi CLI)")
     parser.add_argument("--service", help="with --stack: the service's name")
     parser.add_argument("--uri", help="the service's scoring URI")
@@ -53,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.stack) == bool(args.uri) or bool(args.stack) != bool(args.service):
         parser.error("give either --stack and --service, or --uri")
     if args.stack:
-        args.uri, stack_key = stack_service(args.stack, args.service)
-        args.key = args.key or stack_key
+        outputs = stack_service(args.stack, args.service)
+        args.uri = str(outputs["scoring_uri"])
+        args.key = args.key or str(outputs.get("primary_key") or "")
     body = args.file.read_bytes()
     try:
         json.loads(body)

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Union
 
-from components.model import BundledModel, file_sha256
+from content.model import BundledModel, file_sha256
 
 APP_DIR = "app"
 """Bundle folder with the execution script, conda env and models (`/var/azureml-app` in images)."""

@@ -1,0 +1,1 @@
+"""`ml-deploy`, the command line: the offline plan, calling a service, and reading its logs."""

@@ -1,0 +1,410 @@
+"""`target: aks`: a service on Azure Kubernetes Service (production), on a cluster from `aks_clusters`."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import date
+from typing import Any, Literal, Optional
+
+import pulumi
+from pydantic import Field
+
+from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs
+from components.aks_service import AcceleratorRequest, AksService, AksServiceArgs, ModelDataCollection
+from components.naming import Kind, azure_name
+from components.service import ProbeTimings
+from infra.config import ServiceBase, StackConfig, Strict
+from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, RESOURCES, VM_VCPUS, lifecycle
+from serving import settings as runtime
+
+# Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
+# 3 nodes (MicrosoftDocs/azure-docs articles/machine-learning/v1/how-to-create-attach-kubernetes.md).
+FASTPROD_MIN_VCPUS = 12
+FASTPROD_MIN_NODES = 3
+# Kubernetes label syntax (kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+class AttachConfig(Strict):
+    """An existing AKS cluster to deploy to instead of creating one."""
+
+    resource_group: str = Field(min_length=1, max_length=90)
+    cluster_name: str = Field(min_length=1, max_length=63)
+
+
+SYSTEM_POOL = "system"
+"""The created cluster's own pool (components/aks_cluster.py); no accelerator pool may take its name."""
+
+
+class AcceleratorPoolConfig(Strict):
+    """One entry of `aks_clusters[i].accelerator_pools`: a user pool of GPU or FPGA nodes."""
+
+    # AKS Linux node pool names: lowercase letters and digits, starting with a letter, at most 12
+    # characters (learn.microsoft.com/azure/aks/create-node-pools).
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")
+    vm_size: str
+    """A size from ACCELERATOR_SIZES in infra/vm_sizes.py; its kind (gpu, fpga) comes from there."""
+    # 0-1000 nodes in a user pool (the AgentPool API's `count`).
+    count: Optional[int] = Field(default=None, ge=0, le=1000)
+    """Fixed node count; default 1 unless min_count/max_count are set."""
+    min_count: Optional[int] = Field(default=None, ge=0, le=1000)
+    max_count: Optional[int] = Field(default=None, ge=1, le=1000)
+    """With min_count: the cluster autoscaler sizes the pool between the two."""
+
+    @property
+    def autoscale(self) -> bool:
+        return self.min_count is not None and self.max_count is not None
+
+
+class AksClusterConfig(Strict):
+    """One entry of `ml-deploy:aks_clusters`: a cluster created for the stack, or an attached one."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
+    agent_count: int = Field(default=3, ge=1, le=100)
+    vm_size: str = "Standard_D3_v2"
+    cluster_purpose: Literal["FastProd", "DevTest"] = "FastProd"
+    attach: Optional[AttachConfig] = None
+    accelerator_pools: list[AcceleratorPoolConfig] = Field(default_factory=list)
+    """GPU and FPGA pools added to a created cluster, each tainted `sku=<kind>:NoSchedule`."""
+
+
+class AksServiceConfig(ServiceBase):
+    """A service on Azure Kubernetes Service (`target: aks`), with the Azure ML SDK's defaults
+    (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice)."""
+
+    target: Literal["aks"]
+    cluster: str
+    """A cluster name from `aks_clusters`."""
+    auth_enabled: bool = True
+    cpu_cores: float = Field(default=0.1, gt=0)
+    memory_gb: float = Field(default=0.5, gt=0)
+    gpu_cores: int = Field(default=0, ge=0)
+    """The Azure ML SDK's name for `accelerator: gpu` with `accelerator_count: gpu_cores`."""
+    accelerator: Optional[Literal["gpu", "fpga"]] = None
+    """Run on the cluster's accelerator pools of this kind."""
+    accelerator_count: Optional[int] = Field(default=None, ge=1)
+    """Accelerators per replica (default 1)."""
+    autoscale_enabled: Optional[bool] = None
+    """Default: on unless `num_replicas` is set."""
+    autoscale_min_replicas: int = Field(default=1, ge=1)
+    autoscale_max_replicas: int = Field(default=10, ge=1)
+    autoscale_target_utilization: int = Field(default=70, ge=1, le=100)
+    num_replicas: Optional[int] = Field(default=None, ge=1)
+    collect_model_data: bool = False
+    replica_max_concurrent_requests: int = Field(default=1, ge=1)
+    max_request_wait_time: int = Field(default=500, ge=0)
+    """Milliseconds a request may wait in the queue (an Azure ML router setting; kept for parity)."""
+    period_seconds: int = Field(default=ProbeTimings.period_seconds, ge=1)
+    initial_delay_seconds: int = Field(default=ProbeTimings.initial_delay_seconds, ge=0)
+    timeout_seconds: int = Field(default=ProbeTimings.timeout_seconds, ge=1)
+    success_threshold: int = Field(default=ProbeTimings.success_threshold, ge=1)
+    failure_threshold: int = Field(default=ProbeTimings.failure_threshold, ge=1)
+    namespace: str = Field(default="ml-deploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    primary_key: Optional[str] = Field(default=None, min_length=16)
+    """Secret; generated when absent. Set it with `pulumi config set --secret` in a real stack."""
+    secondary_key: Optional[str] = Field(default=None, min_length=16)
+
+    @property
+    def autoscale(self) -> bool:
+        return self.autoscale_enabled if self.autoscale_enabled is not None else self.num_replicas is None
+
+    @property
+    def accelerator_ask(self) -> Optional[tuple[str, int, str]]:
+        """(kind, count, the key the user set) of what this service asks for, the alias resolved."""
+        if self.accelerator is not None:
+            return self.accelerator, self.accelerator_count or 1, "accelerator"
+        if self.gpu_cores:
+            return "gpu", self.gpu_cores, "gpu_cores"
+        return None
+
+    @property
+    def probes(self) -> ProbeTimings:
+        return ProbeTimings(self.initial_delay_seconds, self.period_seconds, self.timeout_seconds,
+                            self.success_threshold, self.failure_threshold)
+
+
+def _pool_problems(path: str, pools: list[AcceleratorPoolConfig], today: date) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for j, pool in enumerate(pools):
+        at = f"{path}.accelerator_pools[{j}]"
+        if pool.name == SYSTEM_POOL:
+            problems.append(f"{at}.name: {SYSTEM_POOL!r} is the cluster's own pool; choose another name")
+        elif pool.name in seen:
+            problems.append(f"{at}.name: {pool.name!r} is already used by {path}.accelerator_pools[{seen[pool.name]}]")
+        seen.setdefault(pool.name, j)
+        if pool.vm_size not in ACCELERATOR_SIZES:
+            problems.append(f"{at}.vm_size: unknown accelerator size {pool.vm_size!r}; use one of the sizes in "
+                            f"ACCELERATOR_SIZES in infra/vm_sizes.py (e.g. Standard_NC4as_T4_v3), or add it there "
+                            f"with its vCPUs, accelerators and the resource its device plugin advertises")
+        else:
+            error, _warning = lifecycle(pool.vm_size, today)
+            if error:
+                problems.append(f"{at}.vm_size: {error}")
+        if pool.count is not None and (pool.min_count is not None or pool.max_count is not None):
+            problems.append(f"{at}.count: not allowed with min_count/max_count (a fixed size, or the autoscaler's range)")
+        elif (pool.min_count is None) != (pool.max_count is None):
+            given, missing = ("min_count", "max_count") if pool.max_count is None else ("max_count", "min_count")
+            problems.append(f"{at}.{missing}: required with {given} (the cluster autoscaler needs both)")
+        elif pool.min_count is not None and pool.max_count is not None and pool.min_count > pool.max_count:
+            problems.append(f"{at}.min_count: must not exceed max_count ({pool.min_count} > {pool.max_count})")
+    return problems
+
+
+def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
+    problems: list[str] = []
+    for i, cluster in enumerate(cfg.section("aks_clusters", AksClusterConfig)):
+        path = f"aks_clusters[{i}]"
+        if cluster.attach is not None:
+            given = cluster.model_fields_set & {"agent_count", "vm_size", "cluster_purpose"}
+            for key in sorted(given):
+                problems.append(f"{path}.{key}: not allowed with attach (the attached cluster keeps its own)")
+            if cluster.accelerator_pools:
+                problems.append(f"{path}.accelerator_pools: not allowed with attach (ml-deploy adds node pools only "
+                                f"to clusters it creates; a service may still ask an attached cluster for a GPU)")
+            continue
+        problems += _pool_problems(path, cluster.accelerator_pools, today)
+        vcpus = VM_VCPUS.get(cluster.vm_size)
+        if cluster.vm_size in ACCELERATOR_SIZES:
+            error, _warning = lifecycle(cluster.vm_size, today)
+            problems.append(f"{path}.vm_size: {error}" if error and ACCELERATOR_SIZES[cluster.vm_size].brainwave_only
+                            else f"{path}.vm_size: {cluster.vm_size} is an accelerator size: declare it under "
+                                 f"accelerator_pools; the system pool runs the cluster's own pods on a general size "
+                                 f"(e.g. Standard_D3_v2)")
+        elif vcpus is None:
+            problems.append(f"{path}.vm_size: unknown VM size {cluster.vm_size!r}; use one of the sizes in "
+                            f"infra/vm_sizes.py (e.g. Standard_D3_v2), or add it there with its vCPU count")
+        elif cluster.cluster_purpose == "FastProd" and (
+            vcpus * cluster.agent_count < FASTPROD_MIN_VCPUS or cluster.agent_count < FASTPROD_MIN_NODES
+        ):
+            need = max(FASTPROD_MIN_NODES, -(-FASTPROD_MIN_VCPUS // vcpus))
+            problems.append(
+                f"{path}.agent_count: a FastProd cluster needs at least {FASTPROD_MIN_NODES} nodes and "
+                f"{FASTPROD_MIN_VCPUS} vCPUs; {cluster.agent_count} x {cluster.vm_size} ({vcpus} vCPUs) has "
+                f"{vcpus * cluster.agent_count}: use agent_count >= {need} or cluster_purpose: DevTest"
+            )
+    return problems
+
+
+def _accelerator_problems(path: str, svc: AksServiceConfig, cfg: StackConfig) -> list[str]:
+    """Whether the service's cluster can give it what it asks: the alias used consistently, a pool
+    of the kind on a created cluster, nodes with enough accelerators for one replica."""
+    if svc.gpu_cores and svc.accelerator is not None:
+        return [f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
+                f"not allowed with accelerator (set one or the other)"]
+    if svc.accelerator_count is not None and svc.accelerator is None:
+        return [f"{path}.accelerator_count: needs accelerator (gpu or fpga)"]
+    ask = svc.accelerator_ask
+    clusters = [(j, c) for j, c in enumerate(cfg.section("aks_clusters", AksClusterConfig)) if c.name == svc.cluster]
+    if ask is None or not clusters:
+        return []
+    kind, count, key = ask
+    j, cluster = clusters[0]
+    if cluster.attach is not None:
+        if kind == "fpga":
+            return [f"{path}.{key}: cluster {cluster.name!r} is attached: the name its FPGA device plugin advertises "
+                    f"depends on that plugin's configuration, which ml-deploy does not manage; use a created cluster "
+                    f"with an fpga pool in accelerator_pools"]
+        return []  # the limit alone places it on the attached cluster's GPU nodes (README: accelerators)
+    pools = [p for p in cluster.accelerator_pools
+             if p.vm_size in ACCELERATOR_SIZES and ACCELERATOR_SIZES[p.vm_size].kind == kind]
+    if not pools:
+        example = "Standard_NC4as_T4_v3" if kind == "gpu" else "Standard_NP10s"
+        return [f"{path}.{key}: cluster {cluster.name!r} has no {kind} pool; add one to "
+                f"aks_clusters[{j}].accelerator_pools (e.g. vm_size: {example})"]
+    most = max(pools, key=lambda p: ACCELERATOR_SIZES[p.vm_size].count)
+    per_node = ACCELERATOR_SIZES[most.vm_size].count
+    if count > per_node:
+        at = "accelerator_count" if key == "accelerator" else key
+        return [f"{path}.{at}: {count} per replica, but the largest {kind} node of cluster {cluster.name!r} "
+                f"({most.vm_size}, pool {most.name!r}) has {per_node}; a replica runs on one node"]
+    return []
+
+
+def _service_problems(cfg: StackConfig) -> list[str]:
+    clusters = {c.name for c in cfg.section("aks_clusters", AksClusterConfig)}
+    problems: list[str] = []
+    for i, svc in cfg.services_of(AksServiceConfig):
+        path = f"services[{i}]"
+        problems += _accelerator_problems(path, svc, cfg)
+        if svc.cluster not in clusters:
+            problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
+        if svc.autoscale_enabled and svc.num_replicas is not None:
+            problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
+        if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
+            problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
+                            f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
+        if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
+            problems.append(f"{path}.secondary_key: must differ from primary_key")
+        for key, value in svc.tags.items():
+            # Tags become Kubernetes labels, whose syntax is stricter than Azure's tags.
+            if not LABEL_KEY.match(key) or key.startswith(("kubernetes.io/", "k8s.io/")):
+                problems.append(f"{path}.tags.{key}: not a valid Kubernetes label name")
+            elif not LABEL_VALUE.match(value):
+                problems.append(f"{path}.tags.{key}: value {value!r} is not a valid Kubernetes label value "
+                                f"(up to 63 letters, digits, '-', '_', '.')")
+    return problems
+
+
+def check(cfg: StackConfig) -> list[str]:
+    return _cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg)
+
+
+def accelerator_warnings(cfg: StackConfig, today: date) -> list[str]:
+    """What still works but has a date: each accelerator pool whose size retires after `today`."""
+    warnings: list[str] = []
+    for i, cluster in enumerate(cfg.section("aks_clusters", AksClusterConfig)):
+        for j, pool in enumerate(cluster.accelerator_pools):
+            if pool.vm_size in ACCELERATOR_SIZES:
+                _error, warning = lifecycle(pool.vm_size, today)
+                if warning:
+                    warnings.append(f"aks_clusters[{i}].accelerator_pools[{j}].vm_size: {warning}")
+    return warnings
+
+
+def _pool(pool: AcceleratorPoolConfig) -> AcceleratorPool:
+    return AcceleratorPool(
+        name=pool.name, vm_size=pool.vm_size, kind=ACCELERATOR_SIZES[pool.vm_size].kind,
+        count=None if pool.autoscale else (pool.count if pool.count is not None else 1),
+        min_count=pool.min_count, max_count=pool.max_count,
+    )
+
+
+def setup(ctx: DeployContext) -> dict[str, AksCluster]:
+    """Every cluster in `aks_clusters`, created or attached, whether or not a service uses it yet."""
+    # On every preview and update, before anything is registered: retirement dates still ahead.
+    for warning in accelerator_warnings(ctx.cfg, CLOCK.today()):
+        pulumi.log.warn(warning)
+    workspace = ctx.azure()
+    clusters: dict[str, AksCluster] = {}
+    for c in ctx.cfg.section("aks_clusters", AksClusterConfig):
+        clusters[c.name] = AksCluster(
+            c.name,
+            AksClusterArgs(
+                cluster_name=c.attach.cluster_name if c.attach
+                else azure_name(Kind.AKS_CLUSTER, ctx.cfg.workspace.name, ctx.stack, c.name),
+                resource_group_name=workspace.resource_group_name,
+                registry_id=workspace.registry_id,
+                subscription_id=workspace.subscription_id,
+                log_analytics_workspace_id=workspace.log_analytics_workspace_id,
+                agent_count=c.agent_count,
+                vm_size=c.vm_size,
+                cluster_purpose=c.cluster_purpose,
+                protect=ctx.cfg.workspace.protect,
+                attach_resource_group=c.attach.resource_group if c.attach else None,
+                accelerator_pools=tuple(_pool(p) for p in c.accelerator_pools),
+            ),
+        )
+    return clusters
+
+
+def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
+    workspace = ctx.azure()
+    cluster: AksCluster = ctx.shared["aks"][svc.cluster]
+    namespace = cluster.namespace(svc.namespace)
+    attached = next(c for c in ctx.cfg.section("aks_clusters", AksClusterConfig) if c.name == svc.cluster).attach
+    ask = svc.accelerator_ask
+    accelerator = AcceleratorRequest(kind=ask[0], resource=RESOURCES[ask[0]], count=ask[1], pinned=attached is None) \
+        if ask else None
+    aks = AksService(
+        svc.name,
+        AksServiceArgs(
+            namespace=namespace.metadata.name,
+            image_ref=ctx.images[svc.image].image_ref,
+            provider=cluster.provider,
+            settings=runtime.Settings(
+                workers=runtime.workers_for_cores(svc.cpu_cores),
+                timeout_ms=svc.scoring_timeout_ms,
+                max_concurrent_requests=svc.replica_max_concurrent_requests,
+            ),
+            cpu_cores=svc.cpu_cores,
+            memory_gb=svc.memory_gb,
+            accelerator=accelerator,
+            autoscale=svc.autoscale,
+            autoscale_min_replicas=svc.autoscale_min_replicas,
+            autoscale_max_replicas=svc.autoscale_max_replicas,
+            autoscale_target_utilization=svc.autoscale_target_utilization,
+            num_replicas=svc.num_replicas,
+            auth_enabled=svc.auth_enabled,
+            primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
+            secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
+            app_insights_connection_string=(
+                workspace.app_insights_connection_string if svc.enable_app_insights else None
+            ),
+            probes=svc.probes,
+            description=svc.description,
+            tags=svc.tags,
+            collection=ModelDataCollection(
+                resource_group_name=workspace.resource_group_name,
+                subscription_id=workspace.subscription_id,
+                storage_account_id=workspace.storage_account_id,
+                blob_endpoint=workspace.blob_endpoint,
+                container_name=workspace.model_data_container_name,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+            ) if svc.collect_model_data else None,
+        ),
+    )
+    logs = {"kind": "kubernetes", "cluster": cluster.cluster_name, "namespace": svc.namespace,
+            "selector": f"app.kubernetes.io/name={svc.name}", "container": "scoring"}
+    return Deployed(aks, logs)
+
+
+# ---- what the offline plan's mocks answer --------------------------------------------------------
+
+def _hash(*parts: str) -> str:
+    import hashlib
+
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+
+
+def _managed_cluster(r: MockResource) -> None:
+    r.state["identityProfile"] = {"kubeletidentity": {"objectId": _hash("kubelet", r.name), "clientId": _hash("kc", r.name)}}
+    r.state["fqdn"] = f"{r.name}.hcp.{r.location}.azmk8s.io"
+    r.state["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{r.location}.oic.prod-aks.azure.com/{r.name}/"}
+
+
+def _agent_pool(r: MockResource) -> None:
+    # An agent pool's name is its own, not the cluster's `resourceName` the generic mock would pick.
+    r.state["name"] = r.state.get("agentPoolName", r.name)
+
+
+def _load_balancer(r: MockResource) -> None:
+    r.state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
+
+
+def _admin_credentials(args: dict[str, Any], _location: str) -> dict[str, Any]:
+    name = args.get("resourceName", "cluster")
+    kubeconfig = f"apiVersion: v1\nkind: Config\nclusters: [{{name: {name}, cluster: {{server: 'https://{name}.example.invalid'}}}}]\n"
+    return {"kubeconfigs": [{"name": "clusterAdmin", "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+
+
+def _get_cluster(args: dict[str, Any], location: str) -> dict[str, Any]:
+    name = args.get("resourceName", "cluster")
+    return {"name": name, "location": location,
+            "oidcIssuerProfile": {"enabled": True, "issuerURL": f"https://{location}.oic.prod-aks.azure.com/{name}/"},
+            "identityProfile": {"kubeletidentity": {
+                "objectId": _hash("kubelet", name), "clientId": _hash("kc", name),
+                "resourceId": f"/subscriptions/00000000-0000-0000-0000-000000000000/kubelet/{name}"}}}
+
+
+TARGET = register(Target(
+    name="aks",
+    config=AksServiceConfig,
+    deploy=deploy,
+    sections={"aks_clusters": AksClusterConfig},
+    check=check,
+    setup=setup,
+    mock_resources={
+        "azure-native:containerservice:ManagedCluster": _managed_cluster,
+        "azure-native:containerservice:AgentPool": _agent_pool,
+        "kubernetes:core/v1:Service": _load_balancer,
+    },
+    mock_calls={
+        "azure-native:containerservice:listManagedClusterAdminCredentials": _admin_credentials,
+        "azure-native:containerservice:getManagedCluster": _get_cluster,
+    },
+))

@@ -1,0 +1,242 @@
+"""The local target's dynamic providers: content-addressed folders (model versions, image bundles)
+and scoring services as `python -m serving` processes on 127.0.0.1.
+
+The real engine diffs, updates and deletes these like cloud resources. Their classes are pickled
+into the stack state by reference (module and name): `components.local` re-exports them so that
+state written before they moved here still loads.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from content.bundle import APP_DIR, SCRIPT_NAME, Source, write_bundle
+from serving import settings as runtime
+
+READY_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 30
+
+
+class _FolderProvider(ResourceProvider):
+    """A content-addressed folder: any change of its address replaces it; reading checks it is there."""
+
+    ADDRESS: tuple[str, ...] = ()
+    """The inputs that name the folder."""
+
+    def exists(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(keys), replaces=keys, delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_ if self.exists(Path(id_)) else None, outs=props)  # type: ignore[arg-type]
+
+    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+        shutil.rmtree(id_, ignore_errors=True)
+
+
+class Folder(Resource):
+    """A folder managed by a `_FolderProvider`; `path` is where it was written."""
+
+    path: pulumi.Output[str]
+
+    def __init__(self, provider: _FolderProvider, name: str, props: dict[str, Any],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(provider, name, {**props, "path": None}, opts)
+
+
+# ---- model registry ---------------------------------------------------------------------------
+
+class ModelVersionProvider(_FolderProvider):
+    """A model version: its files copied to `<registry>/<model>/<version>/`."""
+
+    ADDRESS = ("registry", "model", "version")
+
+    def _write(self, props: dict[str, Any]) -> str:
+        target = Path(props["registry"]) / props["model"] / props["version"]
+        if not target.exists():
+            partial = target.with_name(target.name + f".partial-{os.getpid()}")
+            for source, relative in props["files"]:
+                dest = partial / relative
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+            partial.rename(target)
+        return str(target)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        path = self._write(props)
+        return CreateResult(id_=path, outs={**props, "path": path})
+
+
+# ---- image store --------------------------------------------------------------------------------
+
+class BundleProvider(_FolderProvider):
+    """An image bundle: the scoring bundle written to `<store>/<image>/<tag>/`."""
+
+    ADDRESS = ("store", "image", "tag")
+
+    def exists(self, path: Path) -> bool:
+        return (path / ".complete").exists()
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        sources: dict[PurePosixPath, Source] = {
+            PurePosixPath(rel): Path(value) if kind == "file" else value for rel, kind, value in props["sources"]
+        }
+        path = write_bundle(Path(props["store"]) / props["image"] / props["tag"], sources)
+        return CreateResult(id_=str(path), outs={**props, "path": str(path)})
+
+
+# ---- services -----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not a service: reap it if it is our child, and check the state otherwise.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def log_path(log_dir: str, service: str) -> Path:
+    """Where a local service's runtime writes its log (what `ml-deploy logs` reads)."""
+    return Path(log_dir) / f"{service}.log"
+
+
+def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
+    bundle = Path(props["bundle"])
+    log = log_path(props["log_dir"], props["service"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    settings = runtime.Settings(
+        entry_script=str(bundle / APP_DIR / SCRIPT_NAME),
+        model_dir=str(bundle / APP_DIR / props["model_dir"]),
+        port=port,
+        workers=int(props["workers"]),
+        timeout_ms=int(props["timeout_ms"]),
+        auth_keys=tuple(k for k in keys if k),
+    )
+    env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--host", "127.0.0.1"],
+            cwd=bundle / APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            # Its own session: the service outlives the provider process that started it.
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"service {props['service']} exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{runtime.READINESS_PATH}", timeout=1) as r:
+                if r.status == 200:
+                    return proc.pid
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    _stop(proc.pid, port)
+    raise RuntimeError(f"service {props['service']} was not ready within {READY_TIMEOUT_S}s; see {log}")
+
+
+def _stop(pid: int, port: int) -> None:
+    if process_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and (process_alive(pid) or not _port_free(port)):
+        time.sleep(0.05)
+    if process_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _outputs(props: dict[str, Any], pid: int, port: int, keys: tuple[str, str]) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{port}"
+    # `port` stays what was asked for (0: any), so a diff against the config never sees a change.
+    return {**props, "pid": pid, "bound_port": port, "primary_key": keys[0], "secondary_key": keys[1],
+            "scoring_uri": base + runtime.SCORE_PATH, "swagger_uri": base + runtime.SWAGGER_PATH}
+
+
+def _keys(auth_enabled: bool, olds: Optional[dict[str, Any]] = None) -> tuple[str, str]:
+    """(primary, secondary): kept across restarts so clients keep working; made when auth turns on."""
+    if not auth_enabled:
+        return "", ""
+    olds = olds or {}
+    return (olds.get("primary_key") or secrets.token_urlsafe(32), olds.get("secondary_key") or secrets.token_urlsafe(32))
+
+
+class ServiceProvider(ResourceProvider):
+    """A scoring service: `python -m serving` over a bundle, as a process on 127.0.0.1."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        port = int(props["port"]) or _free_port()
+        keys = _keys(bool(props["auth_enabled"]))
+        pid = _start(props, port, keys)
+        return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, port, keys))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = ("bundle", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir")
+        changed = [k for k in keys if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=["service"] if "service" in changed else [])
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _stop(int(olds["pid"]), int(olds["bound_port"]))
+        port = int(news["port"]) or int(olds["bound_port"])
+        keys = _keys(bool(news["auth_enabled"]), olds)
+        pid = _start(news, port, keys)
+        return UpdateResult(outs=_outputs(news, pid, port, keys))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        pid = int(props.get("pid") or 0)
+        return ReadResult(id_=id_ if pid and process_alive(pid) else None, outs=props)  # type: ignore[arg-type]
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _stop(int(props["pid"]), int(props["bound_port"]))
+
+
+class ServiceProcess(Resource):
+    scoring_uri: pulumi.Output[str]
+    swagger_uri: pulumi.Output[str]
+    primary_key: pulumi.Output[str]
+    secondary_key: pulumi.Output[str]
+    pid: pulumi.Output[int]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None):
+        outs = {"pid": None, "bound_port": None, "scoring_uri": None, "swagger_uri": None,
+                "primary_key": None, "secondary_key": None}
+        super().__init__(ServiceProvider(), name, {**props, **outs}, opts)

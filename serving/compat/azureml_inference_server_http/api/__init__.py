@@ -1,0 +1,1 @@
+"""Stand-in for `azureml_inference_server_http.api`."""
