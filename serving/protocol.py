@@ -40,7 +40,7 @@ _SCORE = names.SCORE_PATH.encode()
 
 def error_response(status: int, message: str, request_id: str, retry_after: bool = False) -> bytes:
     """A complete `Connection: close` response with the runtime's JSON error body."""
-    body = json.dumps({"error": message, "request_id": request_id}).encode()
+    body = json.dumps({"error": message, "message": message, "request_id": request_id}).encode()
     lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", "content-type: application/json",
              f"content-length: {len(body)}", f"x-request-id: {request_id}", f"x-ms-request-id: {request_id}",
              "connection: close"]
@@ -61,7 +61,7 @@ def refusal_app(message: str) -> Callable[..., Any]:
 
     async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = _request_id(scope["headers"])
-        body = json.dumps({"error": message, "request_id": request_id}).encode()
+        body = json.dumps({"error": message, "message": message, "request_id": request_id}).encode()
         rid = request_id.encode("latin-1")
         await send({"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -30,7 +30,7 @@ import pytest
 from serving import settings as names
 from serving.settings import Settings, from_environ
 from serving.tls import write_self_signed
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 
 STARTUP_S = 60
 DEADLINE_S = 60
@@ -55,12 +55,6 @@ SCRIPT = """
             re.match(r"(a+)+$", "a" * 64 + "b")
         return {"pid": os.getpid()}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:
