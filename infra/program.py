@@ -41,7 +41,8 @@ def _local_workspace(
     """The workflow on this machine: a folder workspace, its model registry and image bundles."""
     root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
     models = {
-        name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b)) for name, b in contents.items()
+        name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b, protect=cfg.workspace.protect))
+        for name, b in contents.items()
     }
     images: dict[str, LocalImage] = {}
     for im in cfg.images:
