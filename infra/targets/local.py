@@ -9,9 +9,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from pathlib import Path
+
 from components.local import LocalImage, LocalService, LocalServiceArgs
 from infra.config import ServiceBase
-from infra.targets import DeployContext, Deployed, Target, register
+from infra.targets import DeployContext, Deployed, MockResource, Target, register
 
 
 class LocalServiceConfig(ServiceBase):
@@ -41,9 +43,20 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "file", "path": service.log_path})
 
 
+def _folder(r: MockResource) -> None:
+    # The content-addressed folders of providers/local.py: the path follows from the address, as the
+    # providers compute it, so a new tag or version shows as a new path for what runs from it.
+    state = r.state
+    if {"registry", "model", "version"} <= set(state):
+        state["path"] = str(Path(state["registry"]) / state["model"] / state["version"])
+    elif {"store", "image", "tag"} <= set(state):
+        state["path"] = str(Path(state["store"]) / state["image"] / state["tag"])
+
+
 TARGET = register(Target(
     name="local",
     config=LocalServiceConfig,
     deploy=deploy,
     workspace_kinds=("local",),
+    mock_resources={"pulumi-python:dynamic:Resource": _folder},
 ))
