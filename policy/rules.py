@@ -82,7 +82,7 @@ HTTPS_PORT = 443
 
 
 def _env_names(containers: Iterable[Mapping[str, Any]], key: str) -> set[str]:
-    return {e.get("name") for c in containers for e in (c.get(key) or []) if isinstance(e, Mapping)}
+    return {str(e.get("name")) for c in containers for e in (c.get(key) or []) if isinstance(e, Mapping)}
 
 
 def _public_container_group(props: Mapping[str, Any]) -> bool:
