@@ -33,6 +33,8 @@ from cli import replacements
 from infra.config import PROJECT_ROOT
 
 MARKER = "<!-- ml-deploy-plan-diff -->"
+MARKDOWN_LIMIT = 60_000
+"""Characters of Markdown at most: GitHub refuses comments over 65,536."""
 """First line of the Markdown output: CI finds its earlier comment by it and edits it in place."""
 SECRET = "[secret]"
 _INTERNAL = {"__provider", "__defaults"}
@@ -85,7 +87,8 @@ def git(repo: Path, *args: str) -> str:
 def committed_stacks(repo: Path, ref: Optional[str] = None) -> list[str]:
     """The stacks whose `Pulumi.<stack>.yaml` is committed at `ref` (or tracked in the working tree)."""
     listing = git(repo, "ls-tree", "--name-only", ref, "--", ".") if ref else git(repo, "ls-files")
-    names = [Path(line).name for line in listing.splitlines()]
+    # Only the project's own folder: a Pulumi.<stack>.yaml deeper down belongs to another project.
+    names = [line for line in listing.splitlines() if "/" not in line]
     return sorted(n.split(".")[1] for n in names if n.startswith("Pulumi.") and n.endswith(".yaml")
                   and n.count(".") == 2)
 
@@ -193,6 +196,8 @@ class StackDiff:
     changes: list[Change] = field(default_factory=list)
     unchanged: int = 0
     error: Optional[str] = None
+    head_failed: bool = False
+    """The working tree's program failed on this stack (a base that fails is only reported)."""
 
     def count(self, op: str) -> int:
         return sum(1 for c in self.changes if c.op == op)
@@ -310,7 +315,7 @@ def compare(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], st
         b, h = base.get(stack, {"missing": True}), head.get(stack, {"missing": True})
         errors = [f"{side}: {r['error']}" for side, r in (("base", b), ("head", h)) if "error" in r]
         if errors:
-            out.append(StackDiff(stack, error="; ".join(errors)))
+            out.append(StackDiff(stack, error="; ".join(errors), head_failed="error" in h))
             continue
         out.append(compare_resources(b.get("resources", []), h.get("resources", []), stack))
     return out
@@ -389,7 +394,12 @@ def render_markdown(diffs: list[StackDiff], base_label: str, head_label: str = "
             notes += [f"⚠️ {w}" for w in c.warnings]
             lines.append(f"| {c.op} | `{c.name}` | `{c.type}` | {_md('<br>'.join(notes))} |")
         lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if len(text) > MARKDOWN_LIMIT:
+        cut = text.rfind("\n", 0, MARKDOWN_LIMIT - 200)
+        text = text[:cut] + ("\n\n</details>\n\n**Cut here: the diff is longer than a comment may be. "
+                             "`./ml-deploy diff` prints all of it.**\n")
+    return text
 
 
 def as_json(diffs: list[StackDiff]) -> list[dict[str, Any]]:
@@ -433,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_markdown(diffs, label), end="")
     else:
         print(render_text(diffs, label), end="")
-    return 1 if any(d.error for d in diffs) else 0
+    return 1 if any(d.head_failed for d in diffs) else 0
 
 
 if __name__ == "__main__":

@@ -243,3 +243,44 @@ def test_diff_command_compares_a_commit_with_the_working_tree(tmp_path: Path, mo
     assert "| `dev` | 0 | 1 | 1 | 0 | 20 |" in md
     assert "| replace | `diabetes-aci-group` |" in md and "(deleted first)" in md
     assert "| update | `diabetes-image` |" in md
+
+
+# ---- stacks that fail, appear or vanish; long output ----------------------------------------------------
+
+def test_a_stack_the_working_tree_breaks_fails_the_command_and_a_broken_base_does_not(config):
+    good = {"resources": plan(config)}
+    broken = {"error": "ConfigError: invalid stack config:\n  services[0].memory_gb: Input should be greater than 0"}
+    [head_broke] = diff.compare({"dev": good}, {"dev": broken}, ["dev"])
+    [base_broke] = diff.compare({"dev": broken}, {"dev": good}, ["dev"])
+    assert head_broke.head_failed and "head: ConfigError" in (head_broke.error or "")
+    assert not base_broke.head_failed and "base: ConfigError" in (base_broke.error or "")
+    assert "not compared" in diff.render_text([head_broke], "b")
+
+
+def test_a_stack_file_only_in_the_base_is_all_deletes(config):
+    [gone] = diff.compare({"qa": {"resources": plan(config, "qa")}}, {"qa": {"missing": True}}, ["qa"])
+    assert gone.count("delete") == 22 and gone.changes and not gone.error
+
+
+def test_markdown_longer_than_a_comment_is_cut_with_a_note():
+    many = diff.StackDiff("dev", changes=[
+        diff.Change("update", f"urn:{i}", GROUP, f"svc-{i:04d}-group",
+                    paths=[diff.PathChange(f"tags.k{j}", "a" * 30, "b" * 30) for j in range(5)])
+        for i in range(400)])
+    md = diff.render_markdown([many], "b")
+    assert len(md) <= diff.MARKDOWN_LIMIT and md.rstrip().endswith("prints all of it.**")
+    assert "| `dev` | 0 | 400 | 0 | 0 | 0 |" in md  # the summary table is never cut
+
+
+def test_committed_stacks_are_the_projects_own(tmp_path: Path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "other/Pulumi.qa.yaml", "Pulumi.dev.yaml.bak"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("config: {}\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "stacks"], check=True)
+    (tmp_path / "Pulumi.staging.yaml").write_text("config: {}\n")
+    subprocess.run([*git, "add", "Pulumi.staging.yaml"], check=True)
+    assert diff.committed_stacks(tmp_path, "HEAD") == ["dev", "prod"]
+    assert diff.committed_stacks(tmp_path) == ["dev", "prod", "staging"]  # the index, for the working tree
