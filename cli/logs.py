@@ -118,12 +118,20 @@ def read_kubernetes(source: dict[str, Any], tail: int, kubeconfig: Optional[str]
     return "\n".join(out)
 
 
+def read_iot_edge(source: dict[str, Any], tail: int) -> str:
+    """An IoT Edge module logs on each device, which this machine cannot reach: say where to look."""
+    where = ", ".join(source.get("devices") or []) or f"the devices matching {source.get('target_condition')!r}"
+    raise LogsError(f"module {source['module']} logs on its devices ({where}, hub {source['hub']}): run "
+                    f"`sudo iotedge logs {source['module']} --tail {tail}` on a device")
+
+
 def read(source: dict[str, Any], tail: int, **kubernetes: Optional[str]) -> str:
     """The recent log from `source` (a service's `logs` output)."""
     readers: dict[str, Callable[[], str]] = {
         "file": lambda: read_file(source, tail),
         "aci": lambda: read_aci(source, tail),
         "kubernetes": lambda: read_kubernetes(source, tail, **kubernetes),
+        "iot_edge": lambda: read_iot_edge(source, tail),
     }
     kind = source.get("kind")
     if kind not in readers:

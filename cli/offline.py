@@ -127,6 +127,8 @@ class AzureMocks(pulumi.runtime.Mocks):
         name_keys = (
             "resourceGroupName" if t.endswith(":ResourceGroup") else None,
             "accountName" if t.endswith(":StorageAccount") else None,
+            # Children of a registry name themselves before the registry they belong to.
+            "scopeMapName", "tokenName",
             "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
             "containerGroupName", "blobName", "name", "imageName",
         )

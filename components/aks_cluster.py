@@ -1,10 +1,12 @@
-"""An AKS cluster for model services: created for the stack, or an existing one attached."""
+"""An AKS cluster for model services: created for the stack, or an existing one attached; on a
+created cluster, tainted accelerator pools (GPU, FPGA) and the device plugin each kind needs."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any, Optional
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,6 +15,56 @@ from pulumi_azure_native import authorization, containerservice
 from components import TOKEN_PREFIX
 from components.naming import Kind, azure_name
 from components.roles import ACR_PULL, role_definition_id
+
+
+AcceleratorKind = Literal["gpu", "fpga"]
+
+ACCELERATOR_TAINT_KEY = "sku"
+"""Accelerator pools are tainted `sku=<kind>:NoSchedule`, AKS's own convention for GPU pools
+(MicrosoftDocs/azure-aks-docs articles/aks/use-nvidia-gpu.md, `--node-taints sku=gpu:NoSchedule`)."""
+ACCELERATOR_LABEL = "ml-deploy/accelerator"
+"""Node label `ml-deploy/accelerator: <kind>` on every accelerator pool: what services and device
+plugins select."""
+POOL_LABEL = "ml-deploy/pool"
+
+# NVIDIA's device plugin, as in NVIDIA/k8s-device-plugin deployments/static/nvidia-device-plugin.yml at
+# tag v0.20.0 (2026-08-19); FAIL_ON_INIT_ERROR=false as AKS's use-nvidia-gpu.md sets it.
+NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+# Xilinx's (AMD's) FPGA device plugin, as in Xilinx/FPGA_as_a_Service k8s-device-plugin/k8s-device-plugin.yml
+# at 9feea15 (2023-10-31), the last manifest before the repository removed its examples (cac8e91, 2025-01-28).
+XILINX_DEVICE_PLUGIN_IMAGE = "public.ecr.aws/xilinx_dcg/k8s-device-plugin:1.3.0"
+# With DeviceNameCustomize=True the plugin reads this file from its ConfigMap (k8s-device-plugin/server.go):
+# key `<deviceType>-<shell VBNV>-<timestamp>` ("*" matches any), value the name, 'quoted' parts literal.
+# deviceType is the VBNV's second `_` field (fpga.go), "u250" on NP's Alveo U250, so every U250 is
+# advertised as amd.com/u250 whatever shell timestamp the card reports.
+XILINX_NAME_FILE = "NameCustomize.json"
+XILINX_NAMES = {"u250-*-*": "'u250'"}
+XILINX_CONFIG_DIR = "/opt/xilinx/device-plugin-configmap"
+DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+
+
+@dataclass(frozen=True)
+class AcceleratorPool:
+    """A user node pool of accelerator VMs, tainted so that only pods asking for its kind land there."""
+
+    name: str
+    """The AKS agent pool name: lowercase letters and digits, starting with a letter, at most 12."""
+    vm_size: str
+    kind: AcceleratorKind
+    """The taint and label value, and which device plugin runs on the pool's nodes."""
+    count: Optional[int] = 1
+    """Fixed node count; None with min_count/max_count (the cluster autoscaler sizes the pool)."""
+    min_count: Optional[int] = None
+    max_count: Optional[int] = None
+
+    @property
+    def autoscale(self) -> bool:
+        return self.min_count is not None and self.max_count is not None
+
+
+def accelerator_toleration(kind: str) -> k8s.core.v1.TolerationArgs:
+    """Tolerates the taint of accelerator pools of `kind`."""
+    return k8s.core.v1.TolerationArgs(key=ACCELERATOR_TAINT_KEY, operator="Equal", value=kind, effect="NoSchedule")
 
 
 @dataclass(frozen=True)
@@ -30,6 +82,8 @@ class AksClusterArgs:
     cluster_purpose: str = "FastProd"
     protect: bool = True
     attach_resource_group: Optional[str] = None
+    accelerator_pools: tuple[AcceleratorPool, ...] = field(default_factory=tuple)
+    """User pools of GPU or FPGA nodes; only on a created cluster (config validation says so)."""
 
 
 def _kubelet_object_id(profile: Optional[dict[str, Any]]) -> str:
@@ -103,11 +157,15 @@ class AksCluster(pulumi.ComponentResource):
                 # A cluster re-created by mistake drops every service on it.
                 opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
             )
+            for pool in args.accelerator_pools:
+                self._agent_pool(name, pool, cluster, args.resource_group_name)
             cluster_name: pulumi.Input[str] = cluster.name
             resource_group: pulumi.Input[str] = args.resource_group_name
             profile: pulumi.Output[Any] = cluster.identity_profile
             oidc: pulumi.Output[Any] = cluster.oidc_issuer_profile
         else:
+            if args.accelerator_pools:
+                raise ValueError("accelerator pools are only created on a cluster this stack creates")
             existing = containerservice.get_managed_cluster_output(
                 resource_group_name=args.attach_resource_group, resource_name=args.cluster_name, opts=invoke
             )
@@ -134,7 +192,104 @@ class AksCluster(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(parent=self)
         )
+        kinds = {pool.kind for pool in args.accelerator_pools}
+        if "gpu" in kinds:
+            self._nvidia_device_plugin(name)
+        if "fpga" in kinds:
+            self._xilinx_device_plugin(name)
         self.register_outputs({"kubelet_object_id": self.kubelet_object_id})
+
+    def _agent_pool(self, name: str, pool: AcceleratorPool, cluster: containerservice.ManagedCluster,
+                    resource_group_name: pulumi.Input[str]) -> containerservice.AgentPool:
+        # The autoscaler owns the node count of an autoscaled pool; an `up` resetting it would fight it.
+        ignore = ["count"] if pool.autoscale else []
+        return containerservice.AgentPool(
+            f"{name}-pool-{pool.name}",
+            agent_pool_name=pool.name,
+            resource_name_=cluster.name,
+            resource_group_name=resource_group_name,
+            mode=containerservice.AgentPoolMode.USER,
+            os_type=containerservice.OSType.LINUX,
+            type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+            vm_size=pool.vm_size,
+            count=pool.min_count if pool.autoscale else pool.count,
+            enable_auto_scaling=pool.autoscale,
+            min_count=pool.min_count,
+            max_count=pool.max_count,
+            # Only pods that tolerate the taint (accelerated services, the device plugin) use these nodes.
+            node_taints=[f"{ACCELERATOR_TAINT_KEY}={pool.kind}:NoSchedule"],
+            node_labels={ACCELERATOR_LABEL: pool.kind, POOL_LABEL: pool.name},
+            # Deleting the cluster deletes its pools; no separate delete call against a cluster already gone.
+            opts=pulumi.ResourceOptions(parent=self, deleted_with=cluster, ignore_changes=ignore),
+        )
+
+    def _device_plugin(self, name: str, kind: str, app: str, image: str, env: dict[str, str],
+                       mounts: list[k8s.core.v1.VolumeMountArgs], volumes: list[k8s.core.v1.VolumeArgs]) -> None:
+        """A device plugin DaemonSet on the pools of `kind` only: it tolerates their taint and selects
+        their label, registers with the kubelet through its device-plugins folder and nothing else."""
+        labels = {"app.kubernetes.io/name": app, "app.kubernetes.io/managed-by": "ml-deploy"}
+        k8s.apps.v1.DaemonSet(
+            f"{name}-{kind}-device-plugin",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=app, namespace="kube-system", labels=labels),
+            spec=k8s.apps.v1.DaemonSetSpecArgs(
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": app}),
+                update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(type="RollingUpdate"),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        # As both vendors' manifests: rescheduled first after a node failure.
+                        priority_class_name="system-node-critical",
+                        node_selector={ACCELERATOR_LABEL: kind},
+                        tolerations=[accelerator_toleration(kind)],
+                        containers=[k8s.core.v1.ContainerArgs(
+                            name="device-plugin",
+                            image=image,
+                            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in env.items()],
+                            # ml-deploy's bounds (neither vendor's manifest sets any); not measured on a
+                            # real accelerator node here. No probes: the plugin serves only a gRPC socket
+                            # to the kubelet, which notices itself when the plugin goes away.
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "10m", "memory": "32Mi"},
+                                limits={"cpu": "100m", "memory": "128Mi"},
+                            ),
+                            security_context=k8s.core.v1.SecurityContextArgs(
+                                allow_privilege_escalation=False,
+                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                            ),
+                            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="device-plugin", mount_path=DEVICE_PLUGIN_DIR),
+                                           *mounts],
+                        )],
+                        volumes=[k8s.core.v1.VolumeArgs(
+                            name="device-plugin",
+                            host_path=k8s.core.v1.HostPathVolumeSourceArgs(path=DEVICE_PLUGIN_DIR, type="Directory"),
+                        ), *volumes],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
+
+    def _nvidia_device_plugin(self, name: str) -> None:
+        """NVIDIA's device plugin: advertises each GPU as `nvidia.com/gpu` (AKS installs the driver)."""
+        self._device_plugin(name, "gpu", "nvidia-device-plugin", NVIDIA_DEVICE_PLUGIN_IMAGE,
+                            {"FAIL_ON_INIT_ERROR": "false"}, [], [])
+
+    def _xilinx_device_plugin(self, name: str) -> None:
+        """Xilinx's FPGA device plugin, with its device names customized to `amd.com/u250`."""
+        names = k8s.core.v1.ConfigMap(
+            f"{name}-fpga-device-names",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="xilinx-fpga-device-names", namespace="kube-system",
+                labels={"app.kubernetes.io/managed-by": "ml-deploy"}),
+            data={XILINX_NAME_FILE: json.dumps(XILINX_NAMES)},
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
+        self._device_plugin(
+            name, "fpga", "xilinx-fpga-device-plugin", XILINX_DEVICE_PLUGIN_IMAGE, {"DeviceNameCustomize": "True"},
+            [k8s.core.v1.VolumeMountArgs(name="device-names", mount_path=XILINX_CONFIG_DIR, read_only=True)],
+            [k8s.core.v1.VolumeArgs(name="device-names",
+                                    config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=names.metadata.name))],
+        )
 
     def namespace(self, name: str) -> k8s.core.v1.Namespace:
         """The namespace `name` on this cluster, registered once however many services use it."""

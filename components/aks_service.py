@@ -1,4 +1,5 @@
-"""A model web service on AKS: Deployment, Service, autoscaling or fixed replicas, keys as a Secret."""
+"""A model web service on AKS: Deployment (on accelerator pools when it asks for GPUs or FPGAs),
+Service, autoscaling or fixed replicas, keys as a Secret."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pulumi_kubernetes as k8s
 from pulumi_azure_native import authorization, managedidentity
 
 from components import TOKEN_PREFIX
+from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
 from content.bundle import SERVING_PORT
 from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
@@ -37,6 +39,25 @@ class ModelDataCollection:
     """The cluster's OIDC issuer, which the identity trusts for the service's Kubernetes account."""
 
 
+# An image without NVIDIA's CUDA base sets no NVIDIA_DRIVER_CAPABILITIES, and unset means `utility`
+# only (NVIDIA/nvidia-container-runtime README, "driver capabilities"); CUDA needs `compute`.
+NVIDIA_CAPABILITIES = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+
+
+@dataclass(frozen=True)
+class AcceleratorRequest:
+    """What a service asks of the cluster's accelerators."""
+
+    kind: str
+    """`gpu` or `fpga`: the pool taint it tolerates and the pool label it selects."""
+    resource: str
+    """The extended resource its device plugin advertises (`nvidia.com/gpu`, `amd.com/u250`)."""
+    count: int = 1
+    pinned: bool = True
+    """Also select nodes labelled as pools of this kind (on clusters ml-deploy created). Off on an
+    attached cluster, whose pools ml-deploy does not label: the resource limit alone places the pod."""
+
+
 @dataclass(frozen=True)
 class AksServiceArgs:
     """Inputs of an AksService."""
@@ -48,7 +69,8 @@ class AksServiceArgs:
     """The runtime's settings (worker count, timeout, concurrency); `port` is the container port."""
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
-    gpu_cores: int = 0
+    accelerator: Optional[AcceleratorRequest] = None
+    """GPUs or FPGAs per replica: a resource limit, the pools' toleration and node selector."""
     autoscale: bool = True
     autoscale_min_replicas: int = 1
     autoscale_max_replicas: int = 10
@@ -100,7 +122,11 @@ class AksService(pulumi.ComponentResource):
         if args.app_insights_connection_string is not None:
             secret_data[INSIGHTS_SECRET_FIELD] = args.app_insights_connection_string
 
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in settings.environ().items()]
+        accelerator = args.accelerator
+        environ = settings.environ()
+        if accelerator is not None and accelerator.kind == "gpu":
+            environ.update(NVIDIA_CAPABILITIES)
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in environ.items()]
         if secret_data:
             secret = k8s.core.v1.Secret(
                 f"{name}-secret",
@@ -145,8 +171,13 @@ class AksService(pulumi.ComponentResource):
         memory = f"{math.ceil(args.memory_gb * 1024)}Mi"
         requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory}
         limits = dict(requests)
-        if args.gpu_cores:
-            limits["nvidia.com/gpu"] = str(args.gpu_cores)
+        tolerations: Optional[list[k8s.core.v1.TolerationArgs]] = None
+        node_selector: Optional[dict[str, str]] = None
+        if accelerator is not None:
+            # Extended resources are limits only; Kubernetes sets the request equal to the limit.
+            limits[accelerator.resource] = str(accelerator.count)
+            tolerations = [accelerator_toleration(accelerator.kind)]
+            node_selector = {ACCELERATOR_LABEL: accelerator.kind} if accelerator.pinned else None
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta,
@@ -163,6 +194,8 @@ class AksService(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=service_account,
+                        tolerations=tolerations,
+                        node_selector=node_selector,
                         security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
                         containers=[
                             k8s.core.v1.ContainerArgs(

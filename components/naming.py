@@ -45,6 +45,11 @@ class Kind(Enum):
     # or digit (the azurerm provider's kubernetes_cluster `dns_prefix` rule, as the portal enforces it).
     AKS_DNS_PREFIX = NameRule(1, 54, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", False, False)
     KUBERNETES = NameRule(1, 63, r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", r"[a-z0-9-]", "-", True, False)
+    # IoT hubs: 3-50 letters, digits and hyphens, not ending with a hyphen; part of the public host
+    # name `<name>.azure-devices.net`.
+    IOT_HUB = NameRule(3, 50, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", True, True)
+    # Container registry scope maps and tokens: 5-50 letters, digits, hyphens and underscores.
+    REGISTRY_TOKEN = NameRule(5, 50, r"[A-Za-z0-9_-]+", r"[A-Za-z0-9_-]", "-", False, False)
 
 
 HASH_LEN = 6

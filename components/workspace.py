@@ -57,6 +57,8 @@ class Workspace(pulumi.ComponentResource):
     """The storage account's resource id (scope for data-plane role assignments)."""
     registry_id: pulumi.Output[str]
     """The container registry's resource id (scope for AcrPull grants)."""
+    registry_name: pulumi.Output[str]
+    """The container registry's name (parent of its scope maps and tokens)."""
     registry_login_server: pulumi.Output[str]
     """The registry's login server (`<name>.azurecr.io`), the prefix of every image reference."""
     app_insights_connection_string: pulumi.Output[str]
@@ -175,6 +177,7 @@ class Workspace(pulumi.ComponentResource):
         self.models_container_name = models.name
         self.model_data_container_name = model_data.name
         self.registry_id = registry.id
+        self.registry_name = registry.name
         self.registry_login_server = registry.login_server
         self.app_insights_connection_string = pulumi.Output.secret(insights.connection_string)
         self.log_analytics_workspace_id = logs.id

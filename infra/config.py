@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from infra.vm_sizes import CLOCK, ENDED_TARGETS
+
 if TYPE_CHECKING:
     from infra.targets import Target
 
@@ -234,7 +236,9 @@ def _validate_services(raw: Any, targets: dict[str, "Target"], root: Path) -> tu
             continue
         target = targets.get(str(name))
         if target is None:
-            problems.append(f"{path}.target: unknown target {name!r} (one of: {known})")
+            ended = ENDED_TARGETS.get(str(name))  # an Azure ML SDK target that is gone: say so, with dates
+            problems.append(f"{path}.target: " + (ended(CLOCK.today()) if ended else
+                                                  f"unknown target {name!r} (one of: {known})"))
             continue
         try:
             services.append(target.config.model_validate(item, context={"root": root}))

@@ -130,6 +130,10 @@ def deploy_services(ctx: DeployContext) -> dict[str, dict[str, Any]]:
             "secondary_key": pulumi.Output.secret(deployed.service.secondary_key),
             "logs": dict(deployed.logs),
         }
+        clash = set(deployed.outputs) & set(services[svc.name])
+        if clash:
+            raise RuntimeError(f"target {svc.target!r} outputs {sorted(clash)}, which the service contract owns")
+        services[svc.name].update(deployed.outputs)
     return services
 
 

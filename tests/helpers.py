@@ -1,17 +1,23 @@
 """What the tests share: the seed example and stack config, the program under the mocks with
-CDK-style assertions, config rejection, diffs between runs, and the scoring runtime as a process."""
+CDK-style assertions, config rejection, diffs between runs, the scoring runtime as a process, an
+HTTPS server on 127.0.0.1 for service stand-ins, and IoT Edge manifests against their schemas."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -173,3 +179,88 @@ def write_script(tmp_path: Path, body: str, name: str = "score.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
     return path
+
+
+# ---- HTTPS stand-ins of cloud services -------------------------------------------------------
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA made for this test run and a certificate for 127.0.0.1 signed by it: (CA bundle, cert, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ml-deploy test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    paths[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+@contextmanager
+def https_server(handler: type[BaseHTTPRequestHandler], folder: Path) -> Iterator[tuple[str, Path]]:
+    """Serve `handler` over TLS on 127.0.0.1 (a thread of this process) with a certificate from a
+    CA made for the run; yields `("127.0.0.1:<port>", CA bundle)`. Clients built on requests trust
+    the bundle through REQUESTS_CA_BUNDLE."""
+    ca, cert, key = _certificates(folder)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", ca
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+# ---- IoT Edge manifests against the official schemas ----------------------------------------
+
+EDGE_SCHEMAS = ROOT / "schemas" / "iot-edge"
+
+
+def edge_manifest_errors(manifest: dict[str, Any]) -> list[str]:
+    """Every way `manifest` fails the vendored SchemaStore schemas (deployment 2.0, `$edgeAgent`
+    1.1, `$edgeHub` 1.1) or the checks they miss (content.edge_manifest.problems)."""
+    import jsonschema
+
+    from content.edge_manifest import problems
+
+    content = manifest.get("modulesContent", {})
+    documents = {
+        "azure-iot-edge-deployment-2.0.json": manifest,
+        "azure-iot-edgeagent-deployment-1.1.json": {"$edgeAgent": content.get("$edgeAgent")},
+        "azure-iot-edgehub-deployment-1.1.json": {"$edgeHub": content.get("$edgeHub")},
+    }
+    errors: list[str] = []
+    for name, document in documents.items():
+        schema = json.loads((EDGE_SCHEMAS / name).read_text())
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        errors += [f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+    return errors + problems(manifest)

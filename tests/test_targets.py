@@ -60,7 +60,7 @@ def test_a_target_name_cannot_be_registered_twice():
 def test_a_service_of_an_unregistered_target_is_a_config_error(config):
     """A target deployed somewhere but never registered cannot be configured."""
     config["ml-deploy:services"][0]["target"] = "edge"
-    assert_rejected(config, "services[0].target", "unknown target 'edge' (one of: aci, aks, local)")
+    assert_rejected(config, "services[0].target", "unknown target 'edge' (one of: aci, aks, iot_edge, local)")
 
 
 def test_a_registered_target_is_always_deployed(config, run, monkeypatch):
@@ -86,6 +86,18 @@ def test_every_target_exposes_the_same_service_outputs_with_secret_keys(config, 
     for name, outputs in rec.outputs["services"].items():
         assert set(outputs) == CONTRACT
         assert {f"services.{name}.primary_key", f"services.{name}.secondary_key"} <= rec.output_secret_paths
+
+
+def test_a_target_may_add_outputs_but_not_replace_the_contract(config, run, monkeypatch):
+    aci = registry()["aci"]
+
+    def deploy(ctx, svc):
+        deployed = aci.deploy(ctx, svc)
+        return Deployed(deployed.service, deployed.logs, outputs={"scoring_uri": "http://elsewhere/score"})
+
+    monkeypatch.setitem(targets_pkg._REGISTRY, "aci", Target(name="aci", config=aci.config, deploy=deploy))
+    with pytest.raises(Exception, match=r"outputs \['scoring_uri'\], which the service contract owns"):
+        run(config)
 
 
 def test_deployed_is_the_shape_every_deploy_returns():

@@ -45,7 +45,10 @@ class Deployed:
 
     service: DeployedService
     logs: Mapping[str, Any]
-    """`{"kind": "file" | "aci" | "kubernetes", ...}`: plain values or Outputs, never secrets."""
+    """`{"kind": "file" | "aci" | "kubernetes" | "iot_edge", ...}`: plain values or Outputs, never secrets."""
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    """What this target adds to the service's stack outputs (`devices` on IoT Edge), next to the
+    contract's; secrets as `Output.secret`."""
 
 
 @dataclass

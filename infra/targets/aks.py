@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import date
 from typing import Any, Literal, Optional
 
 import pulumi
 from pydantic import Field
 
-from components.aks_cluster import AksCluster, AksClusterArgs
-from components.aks_service import AksService, AksServiceArgs, ModelDataCollection
+from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs
+from components.aks_service import AcceleratorRequest, AksService, AksServiceArgs, ModelDataCollection
 from components.naming import Kind, azure_name
 from components.service import ProbeTimings
 from infra.config import ServiceBase, StackConfig, Strict
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
-from infra.vm_sizes import VM_VCPUS
+from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, RESOURCES, VM_VCPUS, lifecycle
 from serving import settings as runtime
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
@@ -35,6 +36,30 @@ class AttachConfig(Strict):
     cluster_name: str = Field(min_length=1, max_length=63)
 
 
+SYSTEM_POOL = "system"
+"""The created cluster's own pool (components/aks_cluster.py); no accelerator pool may take its name."""
+
+
+class AcceleratorPoolConfig(Strict):
+    """One entry of `aks_clusters[i].accelerator_pools`: a user pool of GPU or FPGA nodes."""
+
+    # AKS Linux node pool names: lowercase letters and digits, starting with a letter, at most 12
+    # characters (learn.microsoft.com/azure/aks/create-node-pools).
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")
+    vm_size: str
+    """A size from ACCELERATOR_SIZES in infra/vm_sizes.py; its kind (gpu, fpga) comes from there."""
+    # 0-1000 nodes in a user pool (the AgentPool API's `count`).
+    count: Optional[int] = Field(default=None, ge=0, le=1000)
+    """Fixed node count; default 1 unless min_count/max_count are set."""
+    min_count: Optional[int] = Field(default=None, ge=0, le=1000)
+    max_count: Optional[int] = Field(default=None, ge=1, le=1000)
+    """With min_count: the cluster autoscaler sizes the pool between the two."""
+
+    @property
+    def autoscale(self) -> bool:
+        return self.min_count is not None and self.max_count is not None
+
+
 class AksClusterConfig(Strict):
     """One entry of `ml-deploy:aks_clusters`: a cluster created for the stack, or an attached one."""
 
@@ -43,6 +68,8 @@ class AksClusterConfig(Strict):
     vm_size: str = "Standard_D3_v2"
     cluster_purpose: Literal["FastProd", "DevTest"] = "FastProd"
     attach: Optional[AttachConfig] = None
+    accelerator_pools: list[AcceleratorPoolConfig] = Field(default_factory=list)
+    """GPU and FPGA pools added to a created cluster, each tainted `sku=<kind>:NoSchedule`."""
 
 
 class AksServiceConfig(ServiceBase):
@@ -56,6 +83,11 @@ class AksServiceConfig(ServiceBase):
     cpu_cores: float = Field(default=0.1, gt=0)
     memory_gb: float = Field(default=0.5, gt=0)
     gpu_cores: int = Field(default=0, ge=0)
+    """The Azure ML SDK's name for `accelerator: gpu` with `accelerator_count: gpu_cores`."""
+    accelerator: Optional[Literal["gpu", "fpga"]] = None
+    """Run on the cluster's accelerator pools of this kind."""
+    accelerator_count: Optional[int] = Field(default=None, ge=1)
+    """Accelerators per replica (default 1)."""
     autoscale_enabled: Optional[bool] = None
     """Default: on unless `num_replicas` is set."""
     autoscale_min_replicas: int = Field(default=1, ge=1)
@@ -81,12 +113,49 @@ class AksServiceConfig(ServiceBase):
         return self.autoscale_enabled if self.autoscale_enabled is not None else self.num_replicas is None
 
     @property
+    def accelerator_ask(self) -> Optional[tuple[str, int, str]]:
+        """(kind, count, the key the user set) of what this service asks for, the alias resolved."""
+        if self.accelerator is not None:
+            return self.accelerator, self.accelerator_count or 1, "accelerator"
+        if self.gpu_cores:
+            return "gpu", self.gpu_cores, "gpu_cores"
+        return None
+
+    @property
     def probes(self) -> ProbeTimings:
         return ProbeTimings(self.initial_delay_seconds, self.period_seconds, self.timeout_seconds,
                             self.success_threshold, self.failure_threshold)
 
 
-def _cluster_problems(cfg: StackConfig) -> list[str]:
+def _pool_problems(path: str, pools: list[AcceleratorPoolConfig], today: date) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for j, pool in enumerate(pools):
+        at = f"{path}.accelerator_pools[{j}]"
+        if pool.name == SYSTEM_POOL:
+            problems.append(f"{at}.name: {SYSTEM_POOL!r} is the cluster's own pool; choose another name")
+        elif pool.name in seen:
+            problems.append(f"{at}.name: {pool.name!r} is already used by {path}.accelerator_pools[{seen[pool.name]}]")
+        seen.setdefault(pool.name, j)
+        if pool.vm_size not in ACCELERATOR_SIZES:
+            problems.append(f"{at}.vm_size: unknown accelerator size {pool.vm_size!r}; use one of the sizes in "
+                            f"ACCELERATOR_SIZES in infra/vm_sizes.py (e.g. Standard_NC4as_T4_v3), or add it there "
+                            f"with its vCPUs, accelerators and the resource its device plugin advertises")
+        else:
+            error, _warning = lifecycle(pool.vm_size, today)
+            if error:
+                problems.append(f"{at}.vm_size: {error}")
+        if pool.count is not None and (pool.min_count is not None or pool.max_count is not None):
+            problems.append(f"{at}.count: not allowed with min_count/max_count (a fixed size, or the autoscaler's range)")
+        elif (pool.min_count is None) != (pool.max_count is None):
+            given, missing = ("min_count", "max_count") if pool.max_count is None else ("max_count", "min_count")
+            problems.append(f"{at}.{missing}: required with {given} (the cluster autoscaler needs both)")
+        elif pool.min_count is not None and pool.max_count is not None and pool.min_count > pool.max_count:
+            problems.append(f"{at}.min_count: must not exceed max_count ({pool.min_count} > {pool.max_count})")
+    return problems
+
+
+def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
     problems: list[str] = []
     for i, cluster in enumerate(cfg.section("aks_clusters", AksClusterConfig)):
         path = f"aks_clusters[{i}]"
@@ -94,9 +163,19 @@ def _cluster_problems(cfg: StackConfig) -> list[str]:
             given = cluster.model_fields_set & {"agent_count", "vm_size", "cluster_purpose"}
             for key in sorted(given):
                 problems.append(f"{path}.{key}: not allowed with attach (the attached cluster keeps its own)")
+            if cluster.accelerator_pools:
+                problems.append(f"{path}.accelerator_pools: not allowed with attach (ml-deploy adds node pools only "
+                                f"to clusters it creates; a service may still ask an attached cluster for a GPU)")
             continue
+        problems += _pool_problems(path, cluster.accelerator_pools, today)
         vcpus = VM_VCPUS.get(cluster.vm_size)
-        if vcpus is None:
+        if cluster.vm_size in ACCELERATOR_SIZES:
+            error, _warning = lifecycle(cluster.vm_size, today)
+            problems.append(f"{path}.vm_size: {error}" if error and ACCELERATOR_SIZES[cluster.vm_size].brainwave_only
+                            else f"{path}.vm_size: {cluster.vm_size} is an accelerator size: declare it under "
+                                 f"accelerator_pools; the system pool runs the cluster's own pods on a general size "
+                                 f"(e.g. Standard_D3_v2)")
+        elif vcpus is None:
             problems.append(f"{path}.vm_size: unknown VM size {cluster.vm_size!r}; use one of the sizes in "
                             f"infra/vm_sizes.py (e.g. Standard_D3_v2), or add it there with its vCPU count")
         elif cluster.cluster_purpose == "FastProd" and (
@@ -111,11 +190,47 @@ def _cluster_problems(cfg: StackConfig) -> list[str]:
     return problems
 
 
+def _accelerator_problems(path: str, svc: AksServiceConfig, cfg: StackConfig) -> list[str]:
+    """Whether the service's cluster can give it what it asks: the alias used consistently, a pool
+    of the kind on a created cluster, nodes with enough accelerators for one replica."""
+    if svc.gpu_cores and svc.accelerator is not None:
+        return [f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
+                f"not allowed with accelerator (set one or the other)"]
+    if svc.accelerator_count is not None and svc.accelerator is None:
+        return [f"{path}.accelerator_count: needs accelerator (gpu or fpga)"]
+    ask = svc.accelerator_ask
+    clusters = [(j, c) for j, c in enumerate(cfg.section("aks_clusters", AksClusterConfig)) if c.name == svc.cluster]
+    if ask is None or not clusters:
+        return []
+    kind, count, key = ask
+    j, cluster = clusters[0]
+    if cluster.attach is not None:
+        if kind == "fpga":
+            return [f"{path}.{key}: cluster {cluster.name!r} is attached: the name its FPGA device plugin advertises "
+                    f"depends on that plugin's configuration, which ml-deploy does not manage; use a created cluster "
+                    f"with an fpga pool in accelerator_pools"]
+        return []  # the limit alone places it on the attached cluster's GPU nodes (README: accelerators)
+    pools = [p for p in cluster.accelerator_pools
+             if p.vm_size in ACCELERATOR_SIZES and ACCELERATOR_SIZES[p.vm_size].kind == kind]
+    if not pools:
+        example = "Standard_NC4as_T4_v3" if kind == "gpu" else "Standard_NP10s"
+        return [f"{path}.{key}: cluster {cluster.name!r} has no {kind} pool; add one to "
+                f"aks_clusters[{j}].accelerator_pools (e.g. vm_size: {example})"]
+    most = max(pools, key=lambda p: ACCELERATOR_SIZES[p.vm_size].count)
+    per_node = ACCELERATOR_SIZES[most.vm_size].count
+    if count > per_node:
+        at = "accelerator_count" if key == "accelerator" else key
+        return [f"{path}.{at}: {count} per replica, but the largest {kind} node of cluster {cluster.name!r} "
+                f"({most.vm_size}, pool {most.name!r}) has {per_node}; a replica runs on one node"]
+    return []
+
+
 def _service_problems(cfg: StackConfig) -> list[str]:
     clusters = {c.name for c in cfg.section("aks_clusters", AksClusterConfig)}
     problems: list[str] = []
     for i, svc in cfg.services_of(AksServiceConfig):
         path = f"services[{i}]"
+        problems += _accelerator_problems(path, svc, cfg)
         if svc.cluster not in clusters:
             problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
         if svc.autoscale_enabled and svc.num_replicas is not None:
@@ -136,11 +251,34 @@ def _service_problems(cfg: StackConfig) -> list[str]:
 
 
 def check(cfg: StackConfig) -> list[str]:
-    return _cluster_problems(cfg) + _service_problems(cfg)
+    return _cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg)
+
+
+def accelerator_warnings(cfg: StackConfig, today: date) -> list[str]:
+    """What still works but has a date: each accelerator pool whose size retires after `today`."""
+    warnings: list[str] = []
+    for i, cluster in enumerate(cfg.section("aks_clusters", AksClusterConfig)):
+        for j, pool in enumerate(cluster.accelerator_pools):
+            if pool.vm_size in ACCELERATOR_SIZES:
+                _error, warning = lifecycle(pool.vm_size, today)
+                if warning:
+                    warnings.append(f"aks_clusters[{i}].accelerator_pools[{j}].vm_size: {warning}")
+    return warnings
+
+
+def _pool(pool: AcceleratorPoolConfig) -> AcceleratorPool:
+    return AcceleratorPool(
+        name=pool.name, vm_size=pool.vm_size, kind=ACCELERATOR_SIZES[pool.vm_size].kind,
+        count=None if pool.autoscale else (pool.count if pool.count is not None else 1),
+        min_count=pool.min_count, max_count=pool.max_count,
+    )
 
 
 def setup(ctx: DeployContext) -> dict[str, AksCluster]:
     """Every cluster in `aks_clusters`, created or attached, whether or not a service uses it yet."""
+    # On every preview and update, before anything is registered: retirement dates still ahead.
+    for warning in accelerator_warnings(ctx.cfg, CLOCK.today()):
+        pulumi.log.warn(warning)
     workspace = ctx.azure()
     clusters: dict[str, AksCluster] = {}
     for c in ctx.cfg.section("aks_clusters", AksClusterConfig):
@@ -158,6 +296,7 @@ def setup(ctx: DeployContext) -> dict[str, AksCluster]:
                 cluster_purpose=c.cluster_purpose,
                 protect=ctx.cfg.workspace.protect,
                 attach_resource_group=c.attach.resource_group if c.attach else None,
+                accelerator_pools=tuple(_pool(p) for p in c.accelerator_pools),
             ),
         )
     return clusters
@@ -167,6 +306,10 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
     workspace = ctx.azure()
     cluster: AksCluster = ctx.shared["aks"][svc.cluster]
     namespace = cluster.namespace(svc.namespace)
+    attached = next(c for c in ctx.cfg.section("aks_clusters", AksClusterConfig) if c.name == svc.cluster).attach
+    ask = svc.accelerator_ask
+    accelerator = AcceleratorRequest(kind=ask[0], resource=RESOURCES[ask[0]], count=ask[1], pinned=attached is None) \
+        if ask else None
     aks = AksService(
         svc.name,
         AksServiceArgs(
@@ -180,7 +323,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
             ),
             cpu_cores=svc.cpu_cores,
             memory_gb=svc.memory_gb,
-            gpu_cores=svc.gpu_cores,
+            accelerator=accelerator,
             autoscale=svc.autoscale,
             autoscale_min_replicas=svc.autoscale_min_replicas,
             autoscale_max_replicas=svc.autoscale_max_replicas,
@@ -224,6 +367,11 @@ def _managed_cluster(r: MockResource) -> None:
     r.state["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{r.location}.oic.prod-aks.azure.com/{r.name}/"}
 
 
+def _agent_pool(r: MockResource) -> None:
+    # An agent pool's name is its own, not the cluster's `resourceName` the generic mock would pick.
+    r.state["name"] = r.state.get("agentPoolName", r.name)
+
+
 def _load_balancer(r: MockResource) -> None:
     r.state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
 
@@ -252,6 +400,7 @@ TARGET = register(Target(
     setup=setup,
     mock_resources={
         "azure-native:containerservice:ManagedCluster": _managed_cluster,
+        "azure-native:containerservice:AgentPool": _agent_pool,
         "kubernetes:core/v1:Service": _load_balancer,
     },
     mock_calls={

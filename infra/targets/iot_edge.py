@@ -1,0 +1,271 @@
+"""`target: iot_edge`: the scoring image as a module on IoT Edge devices, through a hub from `iot_hubs`."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from components.iot_edge_service import IotEdgeService, IotEdgeServiceArgs, scoring_module
+from components.iot_hub import IotHub, IotHubArgs
+from components.naming import Kind, azure_name
+from content import edge_manifest
+from infra.config import ServiceBase, StackConfig, Strict
+from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from serving import settings as runtime
+
+# IoT Hub tiers (learn.microsoft.com/azure/iot-hub/iot-hub-scaling): the basic tiers have no device
+# or module twins, so no IoT Edge; units per hub at most 1 (F1), 200 (S1, S2) or 10 (S3), one free
+# hub per subscription (learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling).
+MAX_UNITS = {"F1": 1, "S1": 200, "S2": 200, "S3": 10}
+BASIC_TIERS = ("B1", "B2", "B3")
+# Automatic deployments per hub: 10 on a free hub, 100 on a paid one
+# (learn.microsoft.com/azure/iot-edge/iot-edge-limits-and-restrictions).
+MAX_DEPLOYMENTS = {"F1": 10, "S1": 100, "S2": 100, "S3": 100}
+# IoT Hub takes more characters in a device id; this subset is safe in Pulumi resource names too.
+DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# What the service's settings decide (port, workers, scoring_timeout_ms, auth_enabled,
+# enable_app_insights) or the image sets; `env` may set the runtime's other variables.
+RESERVED_ENV = (runtime.PORT, runtime.WORKER_COUNT, runtime.SCORING_TIMEOUT_MS, runtime.AUTH_KEYS,
+                runtime.APP_INSIGHTS, runtime.ENTRY_SCRIPT, runtime.MODEL_DIR)
+
+class IotHubConfig(Strict):
+    """One entry of `ml-deploy:iot_hubs`: an IoT hub created for the stack."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
+    sku: str = "S1"
+    """F1 or S1-S3."""
+    capacity: int = Field(default=1, ge=1)
+    location: Optional[str] = None
+    """Region of the hub; the workspace's when unset."""
+
+    @field_validator("sku")
+    @classmethod
+    def _standard_tier(cls, sku: str) -> str:
+        if sku in BASIC_TIERS:
+            raise ValueError(f"{sku} is a basic tier, which has no device twins and cannot run IoT Edge: "
+                             f"use F1 or S1-S3")
+        if sku not in MAX_UNITS:
+            raise ValueError(f"unknown IoT Hub SKU {sku!r}: use F1, S1, S2 or S3")
+        return sku
+
+
+class IotEdgeServiceConfig(ServiceBase):
+    """A service on IoT Edge devices (`target: iot_edge`): device identities the stack creates, or a
+    deployment at scale to every device a target condition matches."""
+
+    target: Literal["iot_edge"]
+    hub: str
+    """An IoT hub name from `iot_hubs`."""
+    devices: list[Annotated[str, Field(pattern=DEVICE_ID)]] = Field(default_factory=list)
+    """Edge device identities created and kept by the stack, each given the deployment directly."""
+    target_condition: Optional[str] = Field(default=None, min_length=1)
+    """Or: a hub deployment for every device this condition matches (`tags.site='plant-7'`)."""
+    priority: Optional[int] = Field(default=None, ge=0)
+    """With target_condition: the highest priority wins on a device several deployments target."""
+    port: int = Field(default=runtime.DEFAULT_PORT, ge=1, le=65535)
+    """Host port bound on the device."""
+    env: dict[str, str] = Field(default_factory=dict)
+    routes: dict[str, str] = Field(default_factory=dict)
+    """edgeHub routes by name; none by default."""
+    workers: int = Field(default=1, ge=1)
+    restart_policy: Literal["always", "on-failure", "on-unhealthy", "never"] = "always"
+    store_and_forward_ttl_secs: int = Field(default=edge_manifest.STORE_AND_FORWARD_TTL_SECS, ge=0,
+                                            le=2_147_483_647)
+    registry_password_days: Optional[int] = Field(default=365, ge=1)
+    """Lifetime of the registry token's password; a new one is made on an `up` in its last 30 days."""
+
+
+def _hub_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    free: Optional[int] = None
+    for i, hub in enumerate(cfg.section("iot_hubs", IotHubConfig)):
+        if hub.capacity > MAX_UNITS[hub.sku]:
+            problems.append(f"iot_hubs[{i}].capacity: a {hub.sku} hub has at most {MAX_UNITS[hub.sku]} units")
+        if hub.sku == "F1":
+            if free is not None:
+                problems.append(f"iot_hubs[{i}].sku: one free (F1) hub per subscription, and iot_hubs[{free}] is one")
+            free = i if free is None else free
+    return problems
+
+
+def _service_problems(cfg: StackConfig) -> list[str]:
+    hubs = {h.name: h for h in cfg.section("iot_hubs", IotHubConfig)}
+    problems: list[str] = []
+    claimed: dict[tuple[str, str], int] = {}
+    deployments: dict[str, list[int]] = {}
+    for i, svc in cfg.services_of(IotEdgeServiceConfig):
+        path = f"services[{i}]"
+        if svc.hub not in hubs:
+            problems.append(f"{path}.hub: no IoT hub named {svc.hub!r} in iot_hubs")
+        if svc.devices and svc.target_condition is not None:
+            problems.append(f"{path}.target_condition: not allowed with devices (set one or the other)")
+        elif not svc.devices and svc.target_condition is None:
+            problems.append(f"{path}.devices: give the edge devices to create, or a target_condition")
+        if svc.priority is not None and svc.target_condition is None:
+            problems.append(f"{path}.priority: only with target_condition")
+        if svc.target_condition is not None:
+            deployments.setdefault(svc.hub, []).append(i)
+        for j, device in enumerate(svc.devices):
+            owner = claimed.setdefault((svc.hub, device), i)
+            if owner != i:
+                problems.append(f"{path}.devices[{j}]: device {device!r} on hub {svc.hub!r} is already deployed by "
+                                f"services[{owner}] (a device runs one deployment)")
+            elif svc.devices.index(device) != j:
+                problems.append(f"{path}.devices[{j}]: {device!r} is listed twice")
+        if svc.port in edge_manifest.HUB_PORTS:
+            problems.append(f"{path}.port: {svc.port} is bound by edgeHub on every device "
+                            f"({', '.join(map(str, edge_manifest.HUB_PORTS))})")
+        for key in svc.env:
+            if not edge_manifest.ENV_NAME.match(key):
+                problems.append(f"{path}.env.{key}: not an environment variable name")
+            elif key in RESERVED_ENV:
+                problems.append(f"{path}.env.{key}: set by ml-deploy from the service's settings "
+                                f"(port, workers, scoring_timeout_ms, auth_enabled, enable_app_insights)")
+        for name, route in svc.routes.items():
+            if not edge_manifest.TWIN_KEY.match(name):
+                problems.append(f"{path}.routes.{name}: route names may not contain '.', '$', '#' or spaces")
+            elif not route.strip():
+                problems.append(f"{path}.routes.{name}: empty route")
+        try:
+            # The create options hold only config values, so their size is known now.
+            module = scoring_module(svc.name, _settings(svc), svc.port, svc.env)
+            edge_manifest.chunked(edge_manifest.create_options(module), f"{path}.env")
+        except edge_manifest.ManifestError as err:
+            problems.append(str(err))
+    for hub_name, indexes in deployments.items():
+        hub = hubs.get(hub_name)
+        if hub is not None and len(indexes) > MAX_DEPLOYMENTS[hub.sku]:
+            problems.append(f"services[{indexes[-1]}].target_condition: a {hub.sku} hub takes at most "
+                            f"{MAX_DEPLOYMENTS[hub.sku]} deployments; {len(indexes)} services deploy to {hub_name!r}")
+    return problems
+
+
+def check(cfg: StackConfig) -> list[str]:
+    return _hub_problems(cfg) + _service_problems(cfg)
+
+
+def _settings(svc: IotEdgeServiceConfig) -> runtime.Settings:
+    return runtime.Settings(workers=svc.workers, timeout_ms=svc.scoring_timeout_ms)
+
+
+def setup(ctx: DeployContext) -> dict[str, IotHub]:
+    """Every hub in `iot_hubs`, whether or not a service uses it yet."""
+    workspace = ctx.azure()
+    return {
+        h.name: IotHub(
+            h.name,
+            IotHubArgs(
+                hub_name=azure_name(Kind.IOT_HUB, ctx.cfg.workspace.name, ctx.stack, h.name),
+                resource_group_name=workspace.resource_group_name,
+                sku=h.sku,
+                capacity=h.capacity,
+                location=h.location,
+                protect=ctx.cfg.workspace.protect,
+            ),
+        )
+        for h in ctx.cfg.section("iot_hubs", IotHubConfig)
+    }
+
+
+def deploy(ctx: DeployContext, svc: IotEdgeServiceConfig) -> Deployed:
+    workspace = ctx.azure()
+    hub: IotHub = ctx.shared["iot_edge"][svc.hub]
+    path = f"services[{ctx.cfg.services.index(svc)}]"
+    service = IotEdgeService(
+        svc.name,
+        IotEdgeServiceArgs(
+            module_name=svc.name,
+            hub_host_name=hub.host_name,
+            hub_connection_string=hub.connection_string,
+            image_ref=ctx.images[svc.image].image_ref,
+            repository=svc.image,
+            registry_id=workspace.registry_id,
+            registry_name=workspace.registry_name,
+            registry_login_server=workspace.registry_login_server,
+            resource_group_name=workspace.resource_group_name,
+            token_name=azure_name(Kind.REGISTRY_TOKEN, ctx.cfg.workspace.name, ctx.stack, svc.name),
+            settings=_settings(svc),
+            host_port=svc.port,
+            env=svc.env,
+            routes=svc.routes,
+            restart_policy=svc.restart_policy,
+            store_and_forward_ttl_secs=svc.store_and_forward_ttl_secs,
+            devices=list(svc.devices),
+            target_condition=svc.target_condition,
+            priority=svc.priority or 0,
+            labels=svc.tags,
+            auth_enabled=svc.auth_enabled,
+            app_insights_connection_string=(
+                workspace.app_insights_connection_string if svc.enable_app_insights else None
+            ),
+            registry_password_days=svc.registry_password_days,
+            config_path=path,
+        ),
+    )
+    logs = {"kind": "iot_edge", "hub": hub.hub_name, "module": svc.name, "devices": list(svc.devices),
+            "target_condition": svc.target_condition or ""}
+    return Deployed(service, logs, outputs={"hub": hub.hub_name, "devices": service.device_connection_strings})
+
+
+# ---- what the offline plan's mocks answer --------------------------------------------------------
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+def _iot_hub(r: MockResource) -> None:
+    properties = dict(r.state.get("properties") or {})
+    properties["hostName"] = f"{r.name}.azure-devices.net"
+    r.state["properties"] = properties
+
+
+def _token(r: MockResource) -> None:
+    r.state["creationDate"] = "2026-01-01T00:00:00Z"
+
+
+def _token_password(r: MockResource) -> None:
+    token = str(r.state.get("token_id") or r.name)
+    r.state.update(username=token.rsplit("/", 1)[-1], password=_hash("token-password", token)[:44],
+                   expiry="2027-01-01T00:00:00Z")
+
+
+def _edge_device(r: MockResource) -> None:
+    device = str(r.state.get("device_id"))
+    key = _hash("device-key", device)[:44]
+    r.state.update(status="enabled", iot_edge=True, etag=_hash("etag", device)[:12], generation_id="1",
+                   connection_string=f"HostName={r.state.get('hub')};DeviceId={device};SharedAccessKey={key}")
+
+
+def _device_deployment(r: MockResource) -> None:
+    r.state["in_sync"] = True
+
+
+def _hub_deployment(r: MockResource) -> None:
+    r.state["etag"] = _hash("etag", str(r.state.get("configuration_id")))[:12]
+
+
+def _hub_keys(args: dict[str, Any], _location: str) -> dict[str, Any]:
+    hub = str(args.get("resourceName"))
+    return {"keyName": args.get("keyName"), "rights": "RegistryRead, RegistryWrite, ServiceConnect",
+            "primaryKey": _hash("hub-key", hub)[:44], "secondaryKey": _hash("hub-key-2", hub)[:44]}
+
+
+TARGET = register(Target(
+    name="iot_edge",
+    config=IotEdgeServiceConfig,
+    deploy=deploy,
+    sections={"iot_hubs": IotHubConfig},
+    check=check,
+    setup=setup,
+    mock_resources={
+        "azure-native:iothub:IotHubResource": _iot_hub,
+        "azure-native:containerregistry:Token": _token,
+        "pulumi-python:dynamic/containerregistry:TokenPassword": _token_password,
+        "pulumi-python:dynamic/iot_edge:EdgeDevice": _edge_device,
+        "pulumi-python:dynamic/iot_edge:DeviceDeployment": _device_deployment,
+        "pulumi-python:dynamic/iot_edge:HubDeployment": _hub_deployment,
+    },
+    mock_calls={"azure-native:iothub:listIotHubResourceKeysForKeyName": _hub_keys},
+))
