@@ -287,7 +287,7 @@ def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:
         if replacements.matches(p, program_rules):
             reasons.append(f"{p} (program's replace_on_changes)")
     delete_first = bool(new.get("delete_before_replace"))
-    if new["type"] == "pulumi-python:dynamic:Resource" and "__provider" in new["inputs"] and changed:
+    if new["type"].startswith(replacements.DYNAMIC_PREFIX) and "__provider" in new["inputs"] and changed:
         keys, dynamic_delete_first, problem = _dynamic_diff(old, new)
         reasons += [f"{k} (dynamic provider)" for k in keys]
         delete_first = delete_first or (dynamic_delete_first and bool(keys))

@@ -31,6 +31,9 @@ AZURE_NATIVE: dict[str, tuple[str, ...]] = {
     "azure-native:operationalinsights:Workspace": ("resourceGroupName", "workspaceName"),
     "azure-native:applicationinsights:Component": ("resourceGroupName", "resourceName"),
     "azure-native:containerregistry:Registry": ("resourceGroupName", "registryName"),
+    "azure-native:containerregistry:ScopeMap": ("resourceGroupName", "registryName", "scopeMapName"),
+    "azure-native:containerregistry:Token": ("resourceGroupName", "registryName", "tokenName"),
+    "azure-native:iothub:IotHubResource": ("resourceGroupName", "resourceName"),
     "azure-native:machinelearningservices:Workspace": ("resourceGroupName", "workspaceName"),
     "azure-native:machinelearningservices:ModelContainer": ("resourceGroupName", "workspaceName", "name"),
     "azure-native:machinelearningservices:ModelVersion": ("resourceGroupName", "workspaceName", "name", "version"),
@@ -41,6 +44,10 @@ AZURE_NATIVE: dict[str, tuple[str, ...]] = {
     # forceNewMap adds principalId.
     "azure-native:authorization:RoleAssignment": ("scope", "roleAssignmentName", "principalId"),
     "azure-native:containerinstance:ContainerGroup": ("resourceGroupName", "containerGroupName"),
+    # forceNewMap's AgentPool entries: vmSize, gpuInstanceProfile, networkProfile.nodePublicIPTags.
+    "azure-native:containerservice:AgentPool": (
+        "resourceGroupName", "resourceName", "agentPoolName", "vmSize", "gpuInstanceProfile",
+        "networkProfile.nodePublicIPTags"),
     "azure-native:containerservice:ManagedCluster": (
         "resourceGroupName", "resourceName",
         # forceNewMap's ManagedCluster entries (networkProfile's are one level down).
@@ -67,6 +74,8 @@ AZURE_REFUSES_IN_PLACE: dict[str, dict[str, str]] = {
 
 # pulumi-kubernetes (provider/pkg/provider/diff.go, forceNew): every object is replaced when its
 # name or namespace changes, and these fields of the kinds this program registers are immutable.
+# Its table spells the DaemonSet kind "Daemonset", so a DaemonSet's selector never matches there and
+# is left out here too: the provider updates it (and the API server refuses a new selector).
 _LABEL_SELECTOR = ("spec.selector",)
 KUBERNETES: dict[str, tuple[str, ...]] = {
     "kubernetes:apps/v1:Deployment": _LABEL_SELECTOR,
@@ -79,6 +88,11 @@ KUBERNETES_METADATA = ("metadata.name", "metadata.namespace")
 # pulumi-random bridges terraform-provider-random, whose random_password marks every input
 # RequiresReplace (internal/provider/resource_password.go, passwordSchemaV3).
 REPLACE_ON_ANY_CHANGE = frozenset({"random:index/randomPassword:RandomPassword"})
+
+
+DYNAMIC_PREFIX = "pulumi-python:dynamic"
+"""Dynamic resources: `pulumi-python:dynamic:Resource`, or `pulumi-python:dynamic/<module>:<Name>` when
+the resource names its own type. Their provider's own `diff` decides (cli/diff.py asks it)."""
 
 
 def provider_rules(type_: str) -> tuple[str, ...]:

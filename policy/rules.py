@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 import yaml
 
-from infra.vm_sizes import VM_VCPUS
+from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, VM_VCPUS, lifecycle
 from serving.settings import AUTH_KEYS
 
 # Stacks where speed beats safety: nothing has to be protected there.
@@ -78,6 +78,7 @@ CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
 K8S_SERVICE = "kubernetes:core/v1:Service"
 K8S_DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 DYNAMIC = "pulumi-python:dynamic:Resource"
+"""The local target's dynamic resources (providers/local.py names no type of its own)."""
 HTTPS_PORT = 443
 
 
@@ -214,31 +215,6 @@ MANAGED_CLUSTER = "azure-native:containerservice:ManagedCluster"
 AGENT_POOL = "azure-native:containerservice:AgentPool"
 
 
-@dataclass(frozen=True)
-class Retired:
-    sizes: frozenset[str]
-    why: str
-
-
-RETIRED_SIZES = (
-    # Project Brainwave's FPGA sizes, used only by Azure ML v1's hardware-accelerated models
-    # (MicrosoftDocs/azure-docs articles/machine-learning/how-to-deploy-fpga-web-service.md).
-    Retired(frozenset({"Standard_PB6s", "Standard_PB12s", "Standard_PB24s"}),
-            "a Brainwave-era FPGA size (Azure ML v1 hardware-accelerated models)"),
-    # MicrosoftDocs/azure-docs articles/virtual-machines/nc-series-retirement.md: NC (v1) retired 6 September 2023.
-    Retired(frozenset({"Standard_NC6", "Standard_NC12", "Standard_NC24", "Standard_NC24r",
-                       "Standard_NC6_Promo", "Standard_NC12_Promo", "Standard_NC24_Promo", "Standard_NC24r_Promo"}),
-            "NC-series (v1), retired on 2023-09-06"),
-    # MicrosoftDocs/azure-docs articles/virtual-machines/ncv2-series-retirement.md: retired 6 September 2023.
-    Retired(frozenset({"Standard_NC6s_v2", "Standard_NC12s_v2", "Standard_NC24s_v2", "Standard_NC24rs_v2"}),
-            "NCv2-series, retired on 2023-09-06"),
-    # MicrosoftDocs/azure-monitor-docs articles/advisor/includes/retiring-feature/retirement-date-2025-09.md:
-    # "NCv3 VM Family Support", September 30, 2025.
-    Retired(frozenset({"Standard_NC6s_v3", "Standard_NC12s_v3", "Standard_NC24s_v3", "Standard_NC24rs_v3"}),
-            "NCv3-series, retired on 2025-09-30"),
-)
-
-
 def _pools(args: ResourceArgs) -> list[Mapping[str, Any]]:
     if args.resource_type == MANAGED_CLUSTER:
         return [p for p in args.props.get("agentPoolProfiles") or [] if isinstance(p, Mapping)]
@@ -247,13 +223,32 @@ def _pools(args: ResourceArgs) -> list[Mapping[str, Any]]:
     return []
 
 
-def no_retired_vm_sizes(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """No node pool on a retired VM size (Brainwave FPGA, NC v1/v2/v3)."""
+def _lifecycle(args: ResourceArgs) -> list[tuple[str, Optional[str], Optional[str]]]:
+    """(pool, error, warning) for every pool on an accelerator size, from infra/vm_sizes.py's table of
+    sizes and retirement dates (the config checks read the same table), on today's date."""
+    today = CLOCK.today()
+    found = []
     for pool in _pools(args):
-        size = pool.get("vmSize")
-        for retired in RETIRED_SIZES:
-            if size in retired.sizes:
-                report_violation(f"node pool {pool.get('name', '?')!r} uses {size}: {retired.why}")
+        size = pool.get("vmSize") or ""
+        if size in ACCELERATOR_SIZES:
+            error, warning = lifecycle(str(size), today)
+            found.append((str(pool.get("name") or pool.get("agentPoolName") or args.name), error, warning))
+    return found
+
+
+def no_retired_vm_sizes(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """No node pool on a size past its retirement date (NC, NCv3) or usable only by Azure ML's
+    ended FPGA service (Brainwave's Standard_PB6s)."""
+    for pool, error, _warning in _lifecycle(args):
+        if error:
+            report_violation(f"node pool {pool!r}: {error}")
+
+
+def vm_sizes_retiring(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """Advisory: a node pool on a size with an announced retirement date (NP-series)."""
+    for pool, _error, warning in _lifecycle(args):
+        if warning:
+            report_violation(f"node pool {pool!r}: {warning}")
 
 
 # ---- aks-fastprod-capacity --------------------------------------------------------------------------
@@ -304,6 +299,8 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
         Rule("promoted-images-by-digest", True, "Promoted stacks run images pinned by digest.",
              promoted_images_by_digest(promoted)),
         Rule("no-retired-vm-sizes", True, "No node pool on a retired or Brainwave-era VM size.", no_retired_vm_sizes),
+        Rule("vm-sizes-retiring", False, "Node pools on sizes with an announced retirement (advisory).",
+             vm_sizes_retiring),
         Rule("aks-fastprod-capacity", True, "FastProd AKS clusters have at least 3 nodes and 12 vCPUs.",
              aks_fastprod_capacity),
     ]

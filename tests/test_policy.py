@@ -8,12 +8,14 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from infra import vm_sizes
 from policy import rules
 from tests.helpers import ROOT, run_config
 
@@ -204,13 +206,38 @@ def test_current_size_passes():
     assert violations(rules.no_retired_vm_sizes, cluster({"name": "system", "vmSize": "Standard_D4s_v5", "count": 3})) == []
 
 
-@pytest.mark.parametrize("size, why", [("Standard_PB6s", "Brainwave"), ("Standard_NC6", "2023-09-06"),
-                                       ("Standard_NC12s_v2", "NCv2"), ("Standard_NC6s_v3", "2025-09-30")])
-def test_retired_sizes_are_refused(size, why):
+@pytest.fixture
+def today(monkeypatch):
+    """Pin the retirement rules' clock (infra/vm_sizes.py CLOCK); returns a setter."""
+    def set_today(day: date) -> None:
+        monkeypatch.setattr(vm_sizes.CLOCK, "today", lambda: day)
+    set_today(date(2026, 11, 25))
+    return set_today
+
+
+@pytest.mark.parametrize("size, why", [("Standard_PB6s", "FPGA service"), ("Standard_NC6", "retired on 2023-09-06"),
+                                       ("Standard_NC6s_v3", "retired on 2025-09-30")])
+def test_retired_sizes_are_refused(today, size, why):
     assert why in violations(rules.no_retired_vm_sizes, cluster({"name": "gpu", "vmSize": size, "count": 1}))[0]
 
 
-def test_a_standalone_agent_pool_is_checked_too():
+def test_a_size_is_refused_only_after_its_retirement_day(today):
+    ncv3 = cluster({"name": "gpu", "vmSize": "Standard_NC6s_v3", "count": 1})
+    today(date(2025, 9, 30))
+    assert violations(rules.no_retired_vm_sizes, ncv3) == []
+    assert "retires on 2025-09-30" in violations(rules.vm_sizes_retiring, ncv3)[0]
+    today(date(2025, 10, 1))
+    assert violations(rules.no_retired_vm_sizes, ncv3) and violations(rules.vm_sizes_retiring, ncv3) == []
+
+
+def test_a_size_with_an_announced_retirement_is_advised_against(today):
+    np_pool = cluster({"name": "fpga", "vmSize": "Standard_NP10s", "count": 1})
+    assert violations(rules.no_retired_vm_sizes, np_pool) == []
+    assert "retires on 2027-05-31" in violations(rules.vm_sizes_retiring, np_pool)[0]
+    assert violations(rules.vm_sizes_retiring, cluster({"vmSize": "Standard_NC4as_T4_v3", "count": 1})) == []
+
+
+def test_a_standalone_agent_pool_is_checked_too(today):
     assert violations(rules.no_retired_vm_sizes, Args(rules.AGENT_POOL, {"vmSize": "Standard_NC24"}))
 
 
@@ -253,7 +280,7 @@ def check_recording(recording, stack: str) -> dict[str, list[str]]:
     return found
 
 
-def test_the_dev_stack_breaks_only_the_advisory_tls_rule(config):
+def test_the_dev_stack_breaks_only_the_advisory_tls_rule(config, today):
     found = check_recording(run_config(config), "dev")
     assert set(found) == {"public-service-tls"}, found
 
