@@ -284,3 +284,17 @@ def test_committed_stacks_are_the_projects_own(tmp_path: Path):
     subprocess.run([*git, "add", "Pulumi.staging.yaml"], check=True)
     assert diff.committed_stacks(tmp_path, "HEAD") == ["dev", "prod"]
     assert diff.committed_stacks(tmp_path) == ["dev", "prod", "staging"]  # the index, for the working tree
+
+
+def test_a_new_edge_port_updates_device_deployments_and_replaces_the_immutable_hub_deployment(model_files):
+    # Dynamic resources with their own type tokens (pulumi-python:dynamic/iot_edge:...) are asked
+    # for their diff like the local target's: IoT Hub configurations cannot change, device content can.
+    config = yaml.safe_load((ROOT / "Pulumi.edge.yaml").read_text())["config"]
+    config["ml-deploy:models"][0]["path"] = str(model_files[0])
+    after = copy.deepcopy(config)
+    after["ml-deploy:services"][0]["port"] = 5002
+    d = plan_diff(config, after, "edge")
+    assert ops(d) == {"diabetes-plant7-deployment": "replace", "diabetes-edge-line-1-deployment": "update",
+                      "diabetes-edge-line-2-deployment": "update"}
+    assert "configuration_id (dynamic provider)" in change(d, "diabetes-plant7-deployment").replaced_by
+    assert "content: [secret]" in diff.render_text([d], "b")
