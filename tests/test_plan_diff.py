@@ -292,7 +292,8 @@ def test_a_new_edge_port_updates_device_deployments_and_replaces_the_immutable_h
     config = yaml.safe_load((ROOT / "Pulumi.edge.yaml").read_text())["config"]
     config["ml-deploy:models"][0]["path"] = str(model_files[0])
     after = copy.deepcopy(config)
-    after["ml-deploy:services"][0]["port"] = 5002
+    for service in after["ml-deploy:services"]:  # one on listed devices, one by a hub deployment
+        service["port"] = 5002
     d = plan_diff(config, after, "edge")
     assert ops(d) == {"diabetes-plant7-deployment": "replace", "diabetes-edge-line-1-deployment": "update",
                       "diabetes-edge-line-2-deployment": "update"}
