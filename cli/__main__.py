@@ -1,6 +1,7 @@
 """`ml-deploy <command>`: one entry point for the commands that work beside `pulumi`.
 
     ./ml-deploy plan --stack dev                       # the offline plan (no cloud needed)
+    ./ml-deploy diff --base main --markdown            # the offline plan diff, for a pull request
     ./ml-deploy call --stack local --service NAME FILE # service.run
     ./ml-deploy logs --stack local --service NAME      # service.get_logs()
     ./ml-deploy promote --from staging --to prod       # pin staging's images and models into prod
@@ -13,6 +14,7 @@ import sys
 
 COMMANDS = {
     "plan": ("cli.plan", "the resource tree a stack registers, computed offline under Pulumi's mocks"),
+    "diff": ("cli.diff", "what a change does to each stack: the offline plans of a git revision and the working tree, compared"),
     "call": ("cli.call", "post a JSON file to a service and print the answer (Azure ML's service.run)"),
     "logs": ("cli.logs", "print a deployed service's recent log (Azure ML's service.get_logs())"),
     "promote": ("cli.promote", "pin what one stack runs (images by digest, model versions) into another's config"),

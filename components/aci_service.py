@@ -24,6 +24,8 @@ ACI_TLS_PORT = 443
 # ACI services have no probe settings in Azure ML's SDK: a container is live once the process
 # answers (after a short grace for start-up) and ready once init() has finished.
 LIVENESS = ProbeTimings(initial_delay_seconds=30)
+ACI_REPLACE_ON_CHANGES = ["osType", "restartPolicy", "containers[*].resources"]
+"""The container group inputs Azure cannot update in place (see the group's options)."""
 READINESS = ProbeTimings(initial_delay_seconds=5)
 
 
@@ -174,7 +176,14 @@ class AciService(pulumi.ComponentResource):
                 TLS_CERT_NAME: tls.cert_pem.apply(_base64), TLS_KEY_NAME: tls.key_pem.apply(_base64),
             })] if tls else None,
             # The pull identity must hold AcrPull before the first pull, or the create fails.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[pull]),
+            # Azure refuses to update a group's OS type, CPU/memory/GPU resources or restart policy in
+            # place: the group must be deleted first (MicrosoftDocs/azure-docs container-instances/
+            # container-instances-update.md). azure-native plans those as in-place updates (no
+            # force-new on them), so they are replaced here, deleting first since the name is fixed.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[pull],
+                replace_on_changes=ACI_REPLACE_ON_CHANGES, delete_before_replace=True,
+            ),
         )
         if tls and tls.cname:
             base: pulumi.Output[str] = pulumi.Output.from_input(f"https://{tls.cname}")

@@ -52,6 +52,8 @@ class LocalModelArgs:
     registry: str
     """The folder holding `<model>/<version>/` folders."""
     model: BundledModel
+    protect: bool = False
+    """Protect the version folder from deletion (the config's `workspace.protect`)."""
 
 
 class LocalModel(pulumi.ComponentResource):
@@ -68,7 +70,9 @@ class LocalModel(pulumi.ComponentResource):
             ModelVersionProvider(),
             f"{name}-version",
             {"registry": args.registry, "model": args.model.name, "version": self.version, "files": files},
-            opts=pulumi.ResourceOptions(parent=self),
+            # A registered version is what services and promotions point at, like the Azure model
+            # container: a stack that protects its workspace protects its model registry too.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         self.path = resource.path
         self.register_outputs({"version": self.version, "path": self.path})

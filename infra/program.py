@@ -61,7 +61,8 @@ def _local_workspace(
     built here or on a promoted stack copied from the source stack's store."""
     root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
     models = {
-        name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b)) for name, b in contents.items()
+        name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b, protect=cfg.workspace.protect))
+        for name, b in contents.items()
     }
     if source is not None:
         store = root / PROMOTED_STORE

@@ -5,13 +5,14 @@ Runs on a workspace of kind `local` (a folder), through the real Pulumi engine.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from components.local import LocalImage, LocalService, LocalServiceArgs, PromotedBundle
 from infra.config import ServiceBase, TlsSettings
-from infra.targets import DeployContext, Deployed, Target, register
+from infra.targets import DeployContext, Deployed, MockResource, Target, register
 
 
 class LocalServiceConfig(ServiceBase, TlsSettings):
@@ -43,9 +44,20 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "file", "path": service.log_path})
 
 
+def _folder(r: MockResource) -> None:
+    # The content-addressed folders of providers/local.py: the path follows from the address, as the
+    # providers compute it, so a new tag or version shows as a new path for what runs from it.
+    state = r.state
+    if {"registry", "model", "version"} <= set(state):
+        state["path"] = str(Path(state["registry"]) / state["model"] / state["version"])
+    elif {"store", "image", "tag"} <= set(state):
+        state["path"] = str(Path(state["store"]) / state["image"] / state["tag"])
+
+
 TARGET = register(Target(
     name="local",
     config=LocalServiceConfig,
     deploy=deploy,
     workspace_kinds=("local",),
+    mock_resources={"pulumi-python:dynamic:Resource": _folder},
 ))

@@ -1,0 +1,363 @@
+"""The policy pack: each rule's validator called directly (compliant, non-compliant, missing
+property), the inputs the program really registers checked against the pack, and the pack run by
+the real engine, where a mandatory violation stops `pulumi preview`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import vm_sizes
+from policy import rules
+from tests.helpers import ROOT, run_config
+
+AUTH_ENV = {"name": "SCORING_AUTH_KEYS", "secureValue": "k1,k2"}
+
+
+@dataclass
+class Opts:
+    protect: bool = False
+
+
+@dataclass
+class Args:
+    """The fields of pulumi_policy.ResourceValidationArgs the validators read."""
+
+    resource_type: str
+    props: dict[str, Any]
+    stack: str = "prod"
+    name: str = "r"
+    opts: Opts = field(default_factory=Opts)
+
+    @property
+    def urn(self) -> str:
+        return f"urn:pulumi:{self.stack}::ml-deploy::{self.resource_type}::{self.name}"
+
+
+def violations(validate, args: Args) -> list[str]:
+    found: list[str] = []
+    validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def test_stack_is_read_from_the_urn():
+    assert rules.stack_of("urn:pulumi:staging::ml-deploy::a$b:c:D::n") == "staging"
+
+
+# ---- registry-admin-user-off --------------------------------------------------------------------
+
+def test_registry_with_admin_user_off_passes():
+    assert violations(rules.registry_admin_user_off, Args(rules.REGISTRY, {"adminUserEnabled": False})) == []
+
+
+def test_registry_with_admin_user_on_is_refused():
+    assert "admin user is enabled" in violations(rules.registry_admin_user_off, Args(rules.REGISTRY, {"adminUserEnabled": True}))[0]
+
+
+def test_registry_without_the_property_takes_azures_default_off():
+    assert violations(rules.registry_admin_user_off, Args(rules.REGISTRY, {"sku": {"name": "Basic"}})) == []
+
+
+# ---- public-service-auth ----------------------------------------------------------------------------
+
+def group(env: list[dict], ip_type: str | None = "Public", ports=(80,)) -> Args:
+    props: dict[str, Any] = {"containers": [{"name": "scoring", "image": "r/i:t", "environmentVariables": env}]}
+    if ip_type:
+        props["ipAddress"] = {"type": ip_type, "ports": [{"port": p, "protocol": "TCP"} for p in ports]}
+    return Args(rules.CONTAINER_GROUP, props)
+
+
+def deployment(env: list[dict], image: str = "r/i:t") -> Args:
+    return Args(rules.K8S_DEPLOYMENT, {"spec": {"template": {"spec": {"containers": [
+        {"name": "scoring", "image": image, "env": env}]}}}})
+
+
+def test_public_group_with_keys_passes():
+    assert violations(rules.public_service_auth, group([AUTH_ENV])) == []
+
+
+def test_public_group_without_keys_is_refused():
+    assert "without auth" in violations(rules.public_service_auth, group([{"name": "PORT", "value": "80"}]))[0]
+
+
+def test_group_without_an_ip_address_is_not_public():
+    assert violations(rules.public_service_auth, group([], ip_type=None)) == []
+
+
+def test_aks_deployment_with_keys_from_its_secret_passes():
+    env = [{"name": "SCORING_AUTH_KEYS", "valueFrom": {"secretKeyRef": {"name": "s-keys", "key": "auth-keys"}}}]
+    assert violations(rules.public_service_auth, deployment(env)) == []
+
+
+def test_aks_deployment_without_keys_is_refused():
+    assert "LoadBalancer" in violations(rules.public_service_auth, deployment([]))[0]
+
+
+def test_aks_deployment_without_env_is_refused():
+    args = Args(rules.K8S_DEPLOYMENT, {"spec": {"template": {"spec": {"containers": [{"name": "scoring"}]}}}})
+    assert violations(rules.public_service_auth, args)
+
+
+def test_local_service_without_auth_on_loopback_passes_and_elsewhere_is_refused():
+    process = {"service": "s", "auth_enabled": False, "bundle": "/b"}
+    assert violations(rules.public_service_auth, Args(rules.DYNAMIC, process)) == []
+    assert violations(rules.public_service_auth, Args(rules.DYNAMIC, {**process, "host": "0.0.0.0"}))
+
+
+# ---- public-service-tls (advisory) -------------------------------------------------------------------
+
+def test_public_group_on_443_passes():
+    assert violations(rules.public_service_tls, group([AUTH_ENV], ports=(443,))) == []
+
+
+def test_public_group_on_plain_http_is_flagged():
+    assert "plain HTTP" in violations(rules.public_service_tls, group([AUTH_ENV], ports=(80,)))[0]
+
+
+def test_load_balancer_without_ports_is_flagged_and_cluster_ip_is_not():
+    lb = Args(rules.K8S_SERVICE, {"spec": {"type": "LoadBalancer"}})
+    assert violations(rules.public_service_tls, lb)
+    assert violations(rules.public_service_tls, Args(rules.K8S_SERVICE, {"spec": {"ports": [{"port": 80}]}})) == []
+
+
+# ---- stateful-resources-protected ----------------------------------------------------------------------
+
+STORAGE = "azure-native:storage:StorageAccount"
+
+
+def test_protected_storage_in_prod_passes():
+    assert violations(rules.stateful_resources_protected, Args(STORAGE, {}, opts=Opts(protect=True))) == []
+
+
+def test_unprotected_storage_in_prod_is_refused():
+    assert "not protected on stack 'prod'" in violations(rules.stateful_resources_protected, Args(STORAGE, {}))[0]
+
+
+@pytest.mark.parametrize("stack", ["dev", "local"])
+def test_unprotected_storage_in_dev_and_local_passes(stack):
+    assert violations(rules.stateful_resources_protected, Args(STORAGE, {}, stack=stack)) == []
+
+
+def test_local_model_registry_is_stateful_and_a_bundle_is_not():
+    version = {"registry": "/r", "model": "m", "version": "v", "files": []}
+    assert violations(rules.stateful_resources_protected, Args(rules.DYNAMIC, version, stack="ci"))
+    bundle = {"store": "/s", "image": "i", "tag": "t", "sources": []}
+    assert violations(rules.stateful_resources_protected, Args(rules.DYNAMIC, bundle, stack="ci")) == []
+
+
+def test_application_insights_is_not_stateful():
+    assert violations(rules.stateful_resources_protected, Args("azure-native:applicationinsights:Component", {})) == []
+
+
+# ---- promoted-images-by-digest ---------------------------------------------------------------------------
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def promoted_rule(*stacks: str):
+    return rules.promoted_images_by_digest(lambda stack: stack in stacks)
+
+
+def test_promoted_stack_with_digests_passes():
+    args = deployment([AUTH_ENV], image=f"acr.azurecr.io/diabetes@{DIGEST}")
+    assert violations(promoted_rule("prod"), args) == []
+
+
+def test_promoted_stack_with_a_tag_is_refused():
+    args = group([AUTH_ENV])
+    args.props["containers"][0]["image"] = "acr.azurecr.io/diabetes:c6a633b570cc7016"
+    assert "not pinned by digest" in violations(promoted_rule("prod"), args)[0]
+
+
+def test_a_stack_that_builds_its_own_images_may_use_tags():
+    assert violations(promoted_rule("staging"), deployment([AUTH_ENV])) == []
+
+
+def test_a_container_without_an_image_is_not_checked():
+    args = Args(rules.K8S_DEPLOYMENT, {"spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}})
+    assert violations(promoted_rule("prod"), args) == []
+
+
+def test_promotion_is_read_from_the_committed_stack_file(tmp_path: Path):
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": {"ml-deploy:promote_from": "staging"}}))
+    (tmp_path / "Pulumi.staging.yaml").write_text(yaml.safe_dump({"config": {"ml-deploy:workspace": {"name": "w"}}}))
+    promoted = rules.promoted_stacks_from_files(tmp_path)
+    assert promoted("prod") and not promoted("staging") and not promoted("nowhere")
+
+
+# ---- no-retired-vm-sizes ------------------------------------------------------------------------------
+
+def cluster(*pools: dict, purpose: str | None = "FastProd") -> Args:
+    props: dict[str, Any] = {"agentPoolProfiles": list(pools)}
+    if purpose:
+        props["tags"] = {rules.CLUSTER_PURPOSE_TAG: purpose}
+    return Args(rules.MANAGED_CLUSTER, props)
+
+
+def test_current_size_passes():
+    assert violations(rules.no_retired_vm_sizes, cluster({"name": "system", "vmSize": "Standard_D4s_v5", "count": 3})) == []
+
+
+@pytest.fixture
+def today(monkeypatch):
+    """Pin the retirement rules' clock (infra/vm_sizes.py CLOCK); returns a setter."""
+    def set_today(day: date) -> None:
+        monkeypatch.setattr(vm_sizes.CLOCK, "today", lambda: day)
+    set_today(date(2026, 11, 25))
+    return set_today
+
+
+@pytest.mark.parametrize("size, why", [("Standard_PB6s", "FPGA service"), ("Standard_NC6", "retired on 2023-09-06"),
+                                       ("Standard_NC6s_v3", "retired on 2025-09-30")])
+def test_retired_sizes_are_refused(today, size, why):
+    assert why in violations(rules.no_retired_vm_sizes, cluster({"name": "gpu", "vmSize": size, "count": 1}))[0]
+
+
+def test_a_size_is_refused_only_after_its_retirement_day(today):
+    ncv3 = cluster({"name": "gpu", "vmSize": "Standard_NC6s_v3", "count": 1})
+    today(date(2025, 9, 30))
+    assert violations(rules.no_retired_vm_sizes, ncv3) == []
+    assert "retires on 2025-09-30" in violations(rules.vm_sizes_retiring, ncv3)[0]
+    today(date(2025, 10, 1))
+    assert violations(rules.no_retired_vm_sizes, ncv3) and violations(rules.vm_sizes_retiring, ncv3) == []
+
+
+def test_a_size_with_an_announced_retirement_is_advised_against(today):
+    np_pool = cluster({"name": "fpga", "vmSize": "Standard_NP10s", "count": 1})
+    assert violations(rules.no_retired_vm_sizes, np_pool) == []
+    assert "retires on 2027-05-31" in violations(rules.vm_sizes_retiring, np_pool)[0]
+    assert violations(rules.vm_sizes_retiring, cluster({"vmSize": "Standard_NC4as_T4_v3", "count": 1})) == []
+
+
+def test_a_standalone_agent_pool_is_checked_too(today):
+    assert violations(rules.no_retired_vm_sizes, Args(rules.AGENT_POOL, {"vmSize": "Standard_NC24"}))
+
+
+def test_a_pool_without_a_size_is_not_refused():
+    assert violations(rules.no_retired_vm_sizes, cluster({"name": "system", "count": 3})) == []
+
+
+# ---- aks-fastprod-capacity ------------------------------------------------------------------------------
+
+def test_three_d3_v2_nodes_make_a_fastprod_cluster():
+    assert violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_D3_v2", "count": 3})) == []
+
+
+def test_two_large_nodes_are_too_few_for_fastprod():
+    found = violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_D16s_v5", "count": 2}))
+    assert "2 node(s) and 32 vCPUs" in found[0]
+
+
+def test_three_two_vcpu_nodes_are_too_small_for_fastprod_but_fine_for_devtest():
+    small = {"vmSize": "Standard_D2s_v3", "count": 3}
+    assert "6 vCPUs" in violations(rules.aks_fastprod_capacity, cluster(small))[0]
+    assert violations(rules.aks_fastprod_capacity, cluster(small, purpose="DevTest")) == []
+
+
+def test_a_cluster_without_the_purpose_tag_counts_as_fastprod_and_an_unknown_size_is_named():
+    assert violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_D2s_v3", "count": 1}, purpose=None))
+    assert "Standard_X9" in violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_X9", "count": 5}))[0]
+
+
+# ---- the program's own stacks against the pack ----------------------------------------------------------
+
+def check_recording(recording, stack: str) -> dict[str, list[str]]:
+    """Every rule over every resource the program registers, as the analyzer would run them."""
+    found: dict[str, list[str]] = {}
+    for r in recording.resources:
+        args = Args(r.type, r.inputs, stack=stack, name=r.name, opts=Opts(protect=r.protect))
+        for rule in rules.rules():
+            for message in violations(rule.validate, args):
+                found.setdefault(rule.id, []).append(f"{r.name}: {message}")
+    return found
+
+
+def test_the_dev_stack_breaks_only_the_advisory_tls_rule(config, today):
+    found = check_recording(run_config(config), "dev")
+    assert set(found) == {"public-service-tls"}, found
+
+
+def test_dev_config_with_auth_off_breaks_the_auth_rule(config):
+    config["ml-deploy:services"][0]["auth_enabled"] = False
+    assert "public-service-auth" in check_recording(run_config(config), "dev")
+
+
+def test_a_protected_stack_passes_the_protection_rule_and_an_unprotected_one_does_not(config):
+    unprotected = check_recording(run_config(config, "staging"), "staging")
+    assert len(unprotected["stateful-resources-protected"]) == 9
+    config["ml-deploy:workspace"]["protect"] = True
+    assert "stateful-resources-protected" not in check_recording(run_config(config, "staging"), "staging")
+
+
+# ---- through the real engine ---------------------------------------------------------------------------
+
+COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
+          "scoring_templates")
+PACK = ROOT / "policy" / "run"
+
+
+@pytest.fixture(scope="module")
+def engine_project(tmp_path_factory: pytest.TempPathFactory, model_files) -> tuple[Path, dict[str, str]]:
+    work = tmp_path_factory.mktemp("policy-project")
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    local = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
+    (work / "Pulumi.local.yaml").write_text(yaml.safe_dump({"config": local["config"]}))
+    # A shared stack on the same target ("ci"): not dev or local, so its model registry must be protected.
+    (work / "Pulumi.ci.yaml").write_text(yaml.safe_dump({"config": local["config"]}))
+    (work / "models").mkdir()
+    shutil.copy(model_files[0], work / "models" / model_files[0].name)
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    state = tmp_path_factory.mktemp("policy-state")
+    env = {**os.environ,
+           "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "VIRTUAL_ENV": str(ROOT / ".venv"), "PYTHONPATH": str(work),
+           "PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_HOME": str(state / "home"),
+           "PULUMI_CONFIG_PASSPHRASE": "test-passphrase", "PULUMI_SKIP_UPDATE_CHECK": "true",
+           "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    for stack in ("local", "ci"):
+        subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=work, env=env,
+                       check=True, capture_output=True)
+    return work, env
+
+
+def preview(project: tuple[Path, dict[str, str]], stack: str) -> subprocess.CompletedProcess:
+    work, env = project
+    return subprocess.run(["pulumi", "preview", "--stack", stack, "--non-interactive", "--policy-pack", str(PACK)],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_engine_runs_the_pack_and_the_local_stack_passes(engine_project):
+    done = preview(engine_project, "local")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ml-deploy@v" in done.stdout and "✅" in done.stdout
+
+
+def test_engine_stops_a_shared_stack_with_an_unprotected_model_registry(engine_project):
+    done = preview(engine_project, "ci")
+    assert done.returncode != 0
+    assert "[mandatory]  stateful-resources-protected" in done.stdout
+    assert "diabetes-ridge-version" in done.stdout and "not protected on stack 'ci'" in done.stdout
+
+
+def test_engine_lets_the_shared_stack_through_once_it_protects_its_workspace(engine_project):
+    work, _ = engine_project
+    stack_file = work / "Pulumi.ci.yaml"
+    config = yaml.safe_load(stack_file.read_text())
+    config["config"]["ml-deploy:workspace"]["protect"] = True
+    stack_file.write_text(yaml.safe_dump(config))
+    done = preview(engine_project, "ci")
+    assert done.returncode == 0, done.stdout + done.stderr
