@@ -128,7 +128,7 @@ class AzureMocks(pulumi.runtime.Mocks):
             "resourceGroupName" if t.endswith(":ResourceGroup") else None,
             "accountName" if t.endswith(":StorageAccount") else None,
             "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
-            "containerGroupName", "blobName", "name", "imageName",
+            "containerGroupName", "blobName", "name",
         )
         metadata: dict[str, Any] = state["metadata"] if isinstance(state.get("metadata"), dict) else {}
         physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), None) \
@@ -155,9 +155,14 @@ class AzureMocks(pulumi.runtime.Mocks):
             state["clientId"] = _short_hash("client", physical)[:32]
         elif t == "random:index/randomPassword:RandomPassword":
             state["result"] = _short_hash("password", args.name)[: int(state.get("length", 32))]
-        elif t == "docker:index/image:Image":
-            repo = str(state.get("imageName", physical)).rsplit(":", 1)[0]
-            state["repoDigest"] = f"{repo}@sha256:{_short_hash('digest', str(state.get('imageName')))}"
+        elif t == "docker-build:index:Image":
+            # The pushed manifest's digest stands in as a hash of what was built and where it went.
+            tags = [str(tag) for tag in state.get("tags") or []]
+            context: dict[str, Any] = state["context"] if isinstance(state.get("context"), dict) else {}
+            digest = "sha256:" + _short_hash("digest", *tags, str(context.get("location")))
+            state["digest"] = digest if state.get("push") else ""
+            state["ref"] = f"{tags[0]}@{digest}" if tags and state.get("push") else (tags[0] if tags else "")
+            state["contextHash"] = _short_hash("context", str(context.get("location")))
         hook = self.resource_hooks.get(t)
         if hook is not None:
             hook(MockResource(type=t, name=physical, location=self.location, state=state))

@@ -32,7 +32,30 @@ def main() -> None:
     else:
         ctx, workspace_out, models_out = _azure_workspace(cfg, stack, contents)
     services = deploy_services(ctx)
-    export(workspace_out, models_out, {name: im.image_ref for name, im in ctx.images.items()}, services)
+    # A pushed image is the one a user pulls; a local workspace without a registry has only bundles.
+    images = {name: im.image_ref for name, im in ctx.images.items()}
+    images.update({name: im.image_ref for name, im in ctx.container_images.items()})
+    export(workspace_out, models_out, images, services)
+
+
+def _scoring_image(
+    cfg: StackConfig, im: config.ImageConfig, contents: Mapping[str, BundledModel], registry: pulumi.Input[str]
+) -> ScoringImage:
+    """An image built from its generated context and pushed to `registry`."""
+    return ScoringImage(
+        im.name,
+        ScoringImageArgs(
+            execution_script=im.execution_script,
+            environment=im.environment,
+            models=[contents[name] for name in im.models],
+            registry_login_server=registry,
+            runtime_root=RUNTIME_ROOT,
+            build_root=BUILD_ROOT,
+            base_image=im.base_image,
+            network=cfg.workspace.build_network,
+            docker_host=cfg.workspace.docker_host,
+        ),
+    )
 
 
 def _local_workspace(
@@ -50,14 +73,17 @@ def _local_workspace(
             LocalImageArgs(
                 store=str(root / "images"),
                 execution_script=im.execution_script,
-                conda_file=im.conda_file,
+                environment=im.environment,
                 models=[contents[name] for name in im.models],
                 runtime_root=RUNTIME_ROOT,
                 base_image=im.base_image,
                 depends_on=[models[name] for name in im.models],
             ),
         )
-    ctx = DeployContext(cfg=cfg, stack=stack, images=images, local_root=root)
+    # With a registry, every image is also built and pushed, for services that run containers.
+    registry = cfg.workspace.registry
+    pushed = {im.name: _scoring_image(cfg, im, contents, registry) for im in cfg.images} if registry else {}
+    ctx = DeployContext(cfg=cfg, stack=stack, images=images, local_root=root, container_images=pushed)
     return (ctx, {"name": cfg.workspace.name, "path": str(root)},
             {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
 
@@ -86,21 +112,8 @@ def _azure_workspace(
                 protect=ws_cfg.protect,
             ),
         )
-    images: dict[str, ScoringImage] = {}
-    for im in cfg.images:
-        images[im.name] = ScoringImage(
-            im.name,
-            ScoringImageArgs(
-                execution_script=im.execution_script,
-                conda_file=im.conda_file,
-                models=[contents[name] for name in im.models],
-                registry_login_server=workspace.registry_login_server,
-                runtime_root=RUNTIME_ROOT,
-                build_root=BUILD_ROOT,
-                base_image=im.base_image,
-            ),
-        )
-    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace)
+    images = {im.name: _scoring_image(cfg, im, contents, workspace.registry_login_server) for im in cfg.images}
+    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace, container_images=images)
     workspace_out = {
         "name": workspace.workspace_name,
         "resource_group": workspace.resource_group_name,

@@ -55,12 +55,16 @@ class DeployContext:
     cfg: StackConfig
     stack: str
     images: Mapping[str, "ScoringImage | LocalImage"]
+    """The image each service names: pushed images on an Azure workspace, bundles on a local one."""
     workspace: Optional["Workspace"] = None
     """The Azure workspace (`workspace.kind: azure`)."""
     local_root: Optional[Path] = None
     """The workspace folder (`workspace.kind: local`)."""
     shared: dict[str, Any] = field(default_factory=dict)
     """What each target's `setup` registered for its services (clusters, hubs), by target name."""
+    container_images: Mapping[str, "ScoringImage"] = field(default_factory=dict)
+    """Images built and pushed to a registry, for targets that run containers: every image on an
+    Azure workspace; on a local workspace, every image when `workspace.registry` is set."""
 
     def azure(self) -> "Workspace":
         if self.workspace is None:

@@ -1,17 +1,27 @@
-"""`target: local`: the scoring runtime as a process on 127.0.0.1, over the image's bundle.
+"""`target: local`: the scoring runtime as a process on 127.0.0.1, over the image's bundle, with
+the image's environment as a venv.
 
 Runs on a workspace of kind `local` (a folder), through the real Pulumi engine.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from components.local import LocalImage, LocalService, LocalServiceArgs
-from infra.config import ServiceBase
-from infra.targets import DeployContext, Deployed, Target, register
+from components.local import LocalEnvironment, LocalEnvironmentArgs, LocalImage, LocalService, LocalServiceArgs
+from content import environment
+from content.environment import UnresolvableEnvironment, environment_key, requirement_lines
+from infra.config import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig
+from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from providers.local import find_interpreter
+
+RUNTIME_REQUIREMENTS = PROJECT_ROOT / "serving" / "requirements.txt"
+"""What the scoring runtime itself needs, installed into every environment (as in every image)."""
 
 
 class LocalServiceConfig(ServiceBase):
@@ -23,6 +33,73 @@ class LocalServiceConfig(ServiceBase):
     workers: int = Field(default=1, ge=1, le=64)
 
 
+def env_cache() -> Path:
+    """Where environment venvs are cached: outside the work tree, shared by stacks and checkouts
+    (`ML_DEPLOY_CACHE` moves it, as it moves the engine's)."""
+    return Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "envs"
+
+
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    """An image's environment, ready to be a venv."""
+
+    interpreter: str
+    python_version: str
+    requirements: list[str]
+    source: Path
+
+    @property
+    def key(self) -> str:
+        return environment_key(self.requirements, self.python_version)
+
+
+def resolve(image: ImageConfig) -> ResolvedEnvironment:
+    """The requirement lines (the image's, then the runtime's) and the Python of an image's venv.
+
+    Raises UnresolvableEnvironment (a conda package without a PyPI name) or LookupError (no such Python).
+    """
+    env = environment.load(image.conda_file, image.pip_requirements)
+    interpreter, version = find_interpreter(env.python)
+    lines = list(env.requirements) + requirement_lines(RUNTIME_REQUIREMENTS.read_text())
+    return ResolvedEnvironment(interpreter, version, lines, env.source)
+
+
+def _used_images(cfg: StackConfig) -> dict[str, int]:
+    """The images local services run, with their index in `images`."""
+    wanted = {svc.image for _, svc in cfg.services_of(LocalServiceConfig)}
+    return {im.name: i for i, im in enumerate(cfg.images) if im.name in wanted}
+
+
+def check(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    for name, i in _used_images(cfg).items():
+        image = cfg.images[i]
+        key = "pip_requirements" if image.pip_requirements is not None else "conda_file"
+        try:
+            resolve(image)
+        except (UnresolvableEnvironment, LookupError) as err:
+            problems.append(f"images[{i}].{key}: {err} (image {name!r} runs on target local as a venv)")
+    return problems
+
+
+def setup(ctx: DeployContext) -> dict[str, LocalEnvironment]:
+    """One venv per image that local services run."""
+    envs: dict[str, LocalEnvironment] = {}
+    for name, i in _used_images(ctx.cfg).items():
+        resolved = resolve(ctx.cfg.images[i])
+        envs[name] = LocalEnvironment(
+            name,
+            LocalEnvironmentArgs(
+                cache=str(env_cache()),
+                key=resolved.key,
+                interpreter=resolved.interpreter,
+                requirements=resolved.requirements,
+                source=str(resolved.source),
+            ),
+        )
+    return envs
+
+
 def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     image = ctx.images[svc.image]
     assert isinstance(image, LocalImage), "a local workspace builds local images"
@@ -30,6 +107,7 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
         svc.name,
         LocalServiceArgs(
             bundle_path=image.path,
+            python=ctx.shared["local"][svc.image].python,
             model_dir=image.model_dir,
             log_dir=str(ctx.local() / "logs"),
             port=svc.port,
@@ -41,9 +119,28 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "file", "path": service.log_path})
 
 
+# ---- what the offline plan's mocks answer --------------------------------------------------------
+
+# The inputs that name each folder kind's path (providers/local.py), in path order.
+_FOLDER_ADDRESSES = (("cache", "key"), ("store", "image", "tag"), ("registry", "model", "version"))
+
+
+def _folder_path(r: MockResource) -> None:
+    """A local folder's `path`, where its provider would write it."""
+    if r.state.get("path") is not None:
+        return
+    for keys in _FOLDER_ADDRESSES:
+        if all(isinstance(r.state.get(k), str) for k in keys):
+            r.state["path"] = str(Path(*(r.state[k] for k in keys)))
+            return
+
+
 TARGET = register(Target(
     name="local",
     config=LocalServiceConfig,
     deploy=deploy,
     workspace_kinds=("local",),
+    check=check,
+    setup=setup,
+    mock_resources={"pulumi-python:dynamic:Resource": _folder_path},
 ))
