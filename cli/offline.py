@@ -231,6 +231,18 @@ def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
     return config_values(data.get("config") or {})
 
 
+def _stand_in_secrets(value: Any) -> Any:
+    """A value with each nested `{secure: ...}` replaced by a stand-in the mocks can use: the
+    ciphertext cannot be read without the stack's key, and each secret stays distinct."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return f"{SECRET_PLACEHOLDER} {_short_hash(str(value['secure']))[:16]}"
+    if isinstance(value, dict):
+        return {k: _stand_in_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stand_in_secrets(v) for v in value]
+    return value
+
+
 def config_values(config: dict[str, Any]) -> dict[str, str]:
     """Flatten a stack file's `config:` map into the engine's key -> string form."""
     values: dict[str, str] = {}
@@ -241,7 +253,7 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
         elif isinstance(value, str):
             values[full] = value
         else:
-            values[full] = json.dumps(value)
+            values[full] = json.dumps(_stand_in_secrets(value))
     return values
 
 

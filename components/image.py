@@ -30,13 +30,16 @@ class ScoringImageArgs:
     runtime_root: Path
     """The scoring runtime package (`serving/`) copied into the image."""
     build_root: Path
-    """Folder for generated build contexts, relative to the project root."""
+    """Folder for generated build contexts (absolute: the provider resolves paths on its own)."""
     base_image: str
     """The image the environment is built on: it must provide conda (conda file) or python3 with venv (pip)."""
     network: str = "default"
     """The network of the build's `RUN` steps: `default`, or `host` for an engine without a bridge."""
     docker_host: Optional[str] = None
     """The Docker engine that builds and pushes (`unix:///...`); None: `$DOCKER_HOST` or the default socket."""
+    builder: Optional[str] = None
+    """A buildx builder by name (a BuildKit daemon: docker-container, kubernetes or remote driver);
+    None: the provider finds one or starts a docker-container builder."""
 
 
 class ScoringImage(pulumi.ComponentResource):
@@ -76,6 +79,7 @@ class ScoringImage(pulumi.ComponentResource):
             dockerfile=docker_build.DockerfileArgs(location=str(self.context_dir / DOCKERFILE)),
             platforms=[docker_build.Platform.LINUX_AMD64],
             network=docker_build.NetworkMode(args.network),
+            builder=docker_build.BuilderConfigArgs(name=args.builder) if args.builder else None,
             # No credentials here: the push uses the Docker credentials of whoever runs `pulumi up`
             # (`az acr login`), since the workspace registry's admin user is disabled.
             push=True,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, TypeVar
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from content import environment
 from content.bundle import EnvironmentFile
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class WorkspaceConfig(Strict):
     are expanded when the program runs. Unset: `$DOCKER_HOST` or Docker's default socket."""
     build_network: Literal["default", "host"] = "default"
     """The network of `RUN` steps in image builds; `host` for an engine without a bridge (the lab's)."""
+    builder: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """A buildx builder (by name) for image builds; unset: docker-build finds or creates one."""
 
     @field_validator("docker_host")
     @classmethod
@@ -146,6 +149,7 @@ class ImageConfig(Strict):
         path = _existing_path(str(value), info, "pip requirements file")
         if not path.is_file():
             raise ValueError(f"pip requirements {value!r} must be a file")
+        environment.from_pip(path)  # only this file goes into the image: no `-r other.txt`
         return path
 
     @model_validator(mode="after")

@@ -3,7 +3,6 @@ workspace -> models -> images -> each target's shared resources -> services on t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import pulumi
@@ -17,8 +16,9 @@ from infra import config, targets
 from infra.config import StackConfig
 from infra.targets import DeployContext
 
-BUILD_ROOT = Path(".ml-deploy") / "build"
-"""Generated image build contexts, relative to the project root."""
+BUILD_ROOT = config.PROJECT_ROOT / ".ml-deploy" / "build"
+"""Generated image build contexts. Absolute: provider plugins resolve relative paths against
+their own working directory (`infra/`, the program's folder), not the project root."""
 RUNTIME_ROOT = config.PROJECT_ROOT / "serving"
 
 
@@ -54,6 +54,7 @@ def _scoring_image(
             base_image=im.base_image,
             network=cfg.workspace.build_network,
             docker_host=cfg.workspace.docker_host,
+            builder=cfg.workspace.builder,
         ),
     )
 
