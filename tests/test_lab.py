@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LAB = ROOT / "scripts" / "lab"
 
