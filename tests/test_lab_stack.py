@@ -285,6 +285,19 @@ def test_the_image_starts_the_way_aci_runs_it(stack, lab):
         docker(lab, "rm", "--force", name, check=False)
 
 
+def test_refresh_notices_a_dead_container_and_up_starts_another(stack, lab):
+    container, port = container_of(stack)
+    docker(lab, "stop", container)
+    stack.refresh(on_output=lambda _: None)
+    assert changes(stack) == {f"{CONTAINER_SERVICE}-container": "create"}
+    stack.up(on_output=lambda _: None)
+    service = outputs(stack)["services"][CONTAINER_SERVICE]
+    assert len(score(service["scoring_uri"], service["primary_key"])) == 2
+    # The dead one is kept for its log (`docker logs`), not reused.
+    assert container_of(stack)[0] != container
+    docker(lab, "rm", container)
+
+
 def test_a_changed_score_py_updates_only_the_image_the_deployment_and_the_container(stack, project, lab, kube, namespace):
     from kubernetes import client
 
