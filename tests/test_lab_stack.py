@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 from pulumi import automation as auto
 
+from cli import logs
 from cli.call import call
 from tests.helpers import ROOT, SEED
 
@@ -245,6 +246,8 @@ def test_the_container_answers_the_seed_example(stack):
     assert len(score(service["scoring_uri"], service["primary_key"])) == 2
     status, _ = call(service["scoring_uri"], json.dumps(SEED).encode(), "wrong-key")
     assert status == 401
+    # `ml-deploy logs` reads the container's log from the engine that runs it.
+    assert "init() of /var/azureml-app/score.py finished" in logs.read(service["logs"], tail=50)
 
 
 def test_preview_right_after_up_changes_nothing(stack):
