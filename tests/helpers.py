@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -290,3 +291,44 @@ def self_signed_certificate(tmp_path: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+# ---- the project through the real engine -----------------------------------------------------
+
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
+                 "scoring_templates", "cli")
+"""What a copy of the project needs to run the program and the command line."""
+
+
+def copy_project(work: Path, model_file: Path) -> Path:
+    """The project copied into `work` (stack files there never touch the repository), with the
+    local stack's salt dropped (it belongs to the README's passphrase) and the model in models/."""
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    stack_file = work / "Pulumi.local.yaml"
+    stack_file.write_text("".join(line for line in stack_file.read_text().splitlines(keepends=True)
+                                  if not line.startswith("encryptionsalt:")))
+    (work / "models").mkdir()
+    shutil.copy(model_file, work / "models" / model_file.name)
+    return work
+
+
+def engine_environ(project: Path, state: Path) -> dict[str, str]:
+    """The variables that run the project's Pulumi engine (scripts/pulumi-engine, built once and
+    cached) on `project` with a file backend in `state`, offline."""
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(ROOT / ".venv"),
+        "PYTHONPATH": str(project),
+        "PULUMI_HOME": str(state / "home"),
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -20,26 +19,11 @@ from pulumi import automation as auto
 from providers.local import process_alive
 from cli import logs
 from cli.call import call
-from tests.helpers import ROOT, SEED
-
-COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
-          "scoring_templates")
-
+from tests.helpers import SEED, copy_project, engine_environ
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
-    work = tmp_path_factory.mktemp("project")
-    ignore = shutil.ignore_patterns("__pycache__")
-    for name in COPIED:
-        src = ROOT / name
-        (shutil.copytree(src, work / name, ignore=ignore) if src.is_dir() else shutil.copy(src, work / name))
-    # The stack's salt belongs to the README's default passphrase; this test stack makes its own.
-    stack_file = work / "Pulumi.local.yaml"
-    stack_file.write_text("".join(line for line in stack_file.read_text().splitlines(keepends=True)
-                                  if not line.startswith("encryptionsalt:")))
-    (work / "models").mkdir()
-    shutil.copy(model_files[0], work / "models" / model_files[0].name)
-    return work
+    return copy_project(tmp_path_factory.mktemp("project"), model_files[0])
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +34,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(project: Path, state: Path) -> Iterator[auto.Stack]:
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    env = {
-        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "VIRTUAL_ENV": str(ROOT / ".venv"),
-        "PYTHONPATH": str(project),
-        "PULUMI_BACKEND_URL": f"file://{state}",
-        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
+    env = engine_environ(project, state)
     os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
     # The engine is first on PATH; its version is checked against the SDK's (they are pinned together).
     ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(state / "home"), env_vars=env,

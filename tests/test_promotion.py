@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -28,7 +27,7 @@ from cli.call import call
 from cli.promote import PromotionError, changes, pins_for, write_pins
 from content.bundle import BundleMismatch, COMPLETE, copy_bundle, digest_of, manifest, write_bundle
 from infra.config import DIGEST_REF
-from tests.helpers import ACR_PULL, ROOT, SEED, assert_rejected, run_config
+from tests.helpers import ACR_PULL, ROOT, SEED, assert_rejected, copy_project, engine_environ, run_config
 
 IMAGE = "docker:index/image:Image"
 GROUP = "azure-native:containerinstance:ContainerGroup"
@@ -339,8 +338,6 @@ def test_changes_compare_what_the_target_runs_with_the_pins():
 
 # ---- through the real engine: two local stacks ----------------------------------------------------
 
-COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
-          "scoring_templates", "cli")
 TARGET = "local-promoted"
 TARGET_FILE = """\
 # Runs what the `local` stack runs, from its own workspace folder.
@@ -366,36 +363,15 @@ config:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
-    work = tmp_path_factory.mktemp("project")
-    ignore = shutil.ignore_patterns("__pycache__")
-    for name in COPIED:
-        src = ROOT / name
-        (shutil.copytree(src, work / name, ignore=ignore) if src.is_dir() else shutil.copy(src, work / name))
-    # The stack's salt belongs to the README's default passphrase; these test stacks make their own.
-    stack_file = work / "Pulumi.local.yaml"
-    stack_file.write_text("".join(line for line in stack_file.read_text().splitlines(keepends=True)
-                                  if not line.startswith("encryptionsalt:")))
+    work = copy_project(tmp_path_factory.mktemp("project"), model_files[0])
     (work / f"Pulumi.{TARGET}.yaml").write_text(TARGET_FILE)
-    (work / "models").mkdir()
-    shutil.copy(model_files[0], work / "models" / model_files[0].name)
     return work
 
 
 @pytest.fixture(scope="module")
 def engine_env(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("state")
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    env = {
-        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "VIRTUAL_ENV": str(ROOT / ".venv"),
-        "PYTHONPATH": str(project),
-        "PULUMI_HOME": str(state / "home"),
-        "PULUMI_BACKEND_URL": f"file://{state}",
-        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
+    env = engine_environ(project, state)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
     try:
