@@ -3,10 +3,12 @@
     ./ml-deploy logs --stack local --service diabetes-local [--tail 200]
     ./ml-deploy logs --stack dev --service diabetes-aci          # Azure credentials of the caller
     ./ml-deploy logs --stack prod --service diabetes-aks [--kubeconfig F] [--context C]
+    ./ml-deploy logs --stack lab --service diabetes-container    # the container's log, from its engine
 
 Where the log is comes from the service's `logs` stack output: the local target's log file, the
-ACI container's log (Azure's container-logs API), or the AKS pods' logs (the Kubernetes API, with
-your own kubeconfig, e.g. from `az aks get-credentials`). A local service whose `init()` failed
+ACI container's log (Azure's container-logs API), the AKS pods' logs (the Kubernetes API, with
+your own kubeconfig, e.g. from `az aks get-credentials`), or a local container's log (`docker logs`
+on the engine that runs it). A local service whose `init()` failed
 during `pulumi up` has no outputs yet; its log file is found from the stack config instead, so the
 failure (script name and error) is what this prints.
 """
@@ -125,6 +127,18 @@ def read_iot_edge(source: dict[str, Any], tail: int) -> str:
                     f"`sudo iotedge logs {source['module']} --tail {tail}` on a device")
 
 
+def read_docker(source: dict[str, Any], tail: int) -> str:
+    """The container's log from the engine that runs it (`docker logs`: stdout and stderr)."""
+    import subprocess
+
+    host = ["-H", source["docker_host"]] if source.get("docker_host") else []
+    result = subprocess.run(["docker", *host, "logs", "--tail", str(tail), source["container"]],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LogsError(f"no log for container {source['container']}: {result.stderr.strip()}")
+    return result.stdout + result.stderr
+
+
 def read(source: dict[str, Any], tail: int, **kubernetes: Optional[str]) -> str:
     """The recent log from `source` (a service's `logs` output)."""
     readers: dict[str, Callable[[], str]] = {
@@ -132,6 +146,7 @@ def read(source: dict[str, Any], tail: int, **kubernetes: Optional[str]) -> str:
         "aci": lambda: read_aci(source, tail),
         "kubernetes": lambda: read_kubernetes(source, tail, **kubernetes),
         "iot_edge": lambda: read_iot_edge(source, tail),
+        "docker": lambda: read_docker(source, tail),
     }
     kind = source.get("kind")
     if kind not in readers:

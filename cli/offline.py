@@ -140,7 +140,7 @@ class AzureMocks(pulumi.runtime.Mocks):
             # Children of a registry name themselves before the registry they belong to.
             "scopeMapName", "tokenName",
             "containerName", "vaultName", "registryName", "workspaceName", "resourceName",
-            "containerGroupName", "blobName", "name", "imageName",
+            "containerGroupName", "blobName", "name",
         )
         metadata: dict[str, Any] = state["metadata"] if isinstance(state.get("metadata"), dict) else {}
         physical = next((state[k] for k in name_keys if k and isinstance(state.get(k), str)), None) \
@@ -167,9 +167,14 @@ class AzureMocks(pulumi.runtime.Mocks):
             state["clientId"] = _short_hash("client", physical)[:32]
         elif t == "random:index/randomPassword:RandomPassword":
             state["result"] = _short_hash("password", args.name)[: int(state.get("length", 32))]
-        elif t == "docker:index/image:Image":
-            repo = str(state.get("imageName", physical)).rsplit(":", 1)[0]
-            state["repoDigest"] = f"{repo}@sha256:{_short_hash('digest', str(state.get('imageName')))}"
+        elif t == "docker-build:index:Image":
+            # The pushed manifest's digest stands in as a hash of what was built and where it went.
+            tags = [str(tag) for tag in state.get("tags") or []]
+            context: dict[str, Any] = state["context"] if isinstance(state.get("context"), dict) else {}
+            digest = "sha256:" + _short_hash("digest", *tags, str(context.get("location")))
+            state["digest"] = digest if state.get("push") else ""
+            state["ref"] = f"{tags[0]}@{digest}" if tags and state.get("push") else (tags[0] if tags else "")
+            state["contextHash"] = _short_hash("context", str(context.get("location")))
         hook = self.resource_hooks.get(t)
         if hook is not None:
             hook(MockResource(type=t, name=physical, location=self.location, state=state))
@@ -248,6 +253,18 @@ def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
     return config_values(data.get("config") or {})
 
 
+def _stand_in_secrets(value: Any) -> Any:
+    """A value with each nested `{secure: ...}` replaced by a stand-in the mocks can use: the
+    ciphertext cannot be read without the stack's key, and each secret stays distinct."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return f"{SECRET_PLACEHOLDER} {_short_hash(str(value['secure']))[:16]}"
+    if isinstance(value, dict):
+        return {k: _stand_in_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stand_in_secrets(v) for v in value]
+    return value
+
+
 def config_values(config: dict[str, Any]) -> dict[str, str]:
     """Flatten a stack file's `config:` map into the engine's key -> string form."""
     values: dict[str, str] = {}
@@ -258,7 +275,7 @@ def config_values(config: dict[str, Any]) -> dict[str, str]:
         elif isinstance(value, str):
             values[full] = value
         else:
-            values[full] = json.dumps(value)
+            values[full] = json.dumps(_stand_in_secrets(value))
     return values
 
 

@@ -91,6 +91,10 @@ class AksServiceArgs:
     """Labels on every object and pod of the service (not in selectors, which cannot change)."""
     collection: Optional[ModelDataCollection] = None
     """Model data collection (the config's `collect_model_data`)."""
+    image_pull_secrets: list[pulumi.Input[str]] = field(default_factory=list)
+    """Names of `kubernetes.io/dockerconfigjson` Secrets in the namespace, for a registry that needs a login."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    """More annotations on every object (a cluster's await settings)."""
 
 
 class AksService(pulumi.ComponentResource):
@@ -111,7 +115,7 @@ class AksService(pulumi.ComponentResource):
         # `selector` picks the pods; it is immutable on a Deployment, so user tags stay out of it.
         selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ml-deploy"}
         labels = {**args.tags, **selector}
-        annotations = {DESCRIPTION_ANNOTATION: args.description} if args.description else None
+        annotations = {**args.annotations, **({DESCRIPTION_ANNOTATION: args.description} if args.description else {})} or None
         meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels, annotations=annotations)
         tls = args.tls
         settings = dataclasses.replace(
@@ -220,6 +224,7 @@ class AksService(pulumi.ComponentResource):
                         service_account_name=service_account,
                         tolerations=tolerations,
                         node_selector=node_selector,
+                        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in args.image_pull_secrets] or None,
                         security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
                         volumes=volumes,
                         containers=[

@@ -1,5 +1,6 @@
 """The `local` target's components: a model registered in a folder registry, an image bundle tagged
-by content like the container image, and the scoring runtime serving it on 127.0.0.1.
+by content like the container image, the image's environment as a venv, and the scoring runtime
+serving the bundle with that venv on 127.0.0.1.
 
 The create/read/update/delete behind them lives in `providers/local.py`.
 """
@@ -13,10 +14,11 @@ from typing import Optional
 import pulumi
 
 from components import TOKEN_PREFIX
-from content.bundle import TAG_LEN, content_digest, model_dir, scoring_bundle
+from content.bundle import TAG_LEN, EnvironmentFile, content_digest, model_dir, scoring_bundle
 from content.model import BundledModel
 from providers.local import (
     BundleProvider,
+    EnvironmentProvider,
     Folder,
     ModelVersionProvider,
     PromotedBundleProvider,
@@ -84,7 +86,7 @@ class LocalImageArgs:
 
     store: str
     execution_script: Path
-    conda_file: Path
+    environment: EnvironmentFile
     models: list[BundledModel]
     runtime_root: Path
     base_image: str
@@ -110,7 +112,7 @@ class LocalImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: LocalImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TOKEN_PREFIX}:LocalImage", name, None, opts)
         sources = scoring_bundle(
-            args.execution_script, args.conda_file, args.models, args.runtime_root, args.base_image
+            args.execution_script, args.environment, args.models, args.runtime_root, args.base_image
         )
         self.digest = content_digest(sources)
         self.digest_ref = digest_ref(name, self.digest)
@@ -183,10 +185,51 @@ class PromotedBundle(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True)
+class LocalEnvironmentArgs:
+    """Inputs of a LocalEnvironment."""
+
+    cache: str
+    """The folder of venvs by key, shared by every stack (outside the work tree)."""
+    key: str
+    """The venv's content address (`content.environment.environment_key`, or a promoted bundle's tag)."""
+    interpreter: Optional[str] = None
+    """The Python that makes the venv."""
+    requirements: Optional[list[str]] = None
+    """pip requirement lines: the environment's, then the scoring runtime's."""
+    source: Optional[str] = None
+    """The environment file, named in errors."""
+    bundle: Optional[pulumi.Input[str]] = None
+    """Instead of the three above: a bundle whose own environment file and runtime the venv is
+    made from when it is created (a promoted bundle, copied during `up`)."""
+
+
+class LocalEnvironment(pulumi.ComponentResource):
+    """An image's environment as a venv, built once per key and shared: a local service runs with
+    the packages its image would have, not with the project's own."""
+
+    python: pulumi.Output[str]
+    """The venv's python."""
+
+    def __init__(self, name: str, args: LocalEnvironmentArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(f"{TOKEN_PREFIX}:LocalEnvironment", name, None, opts)
+        venv = Folder(
+            EnvironmentProvider(),
+            f"{name}-venv",
+            {"cache": args.cache, "key": args.key, "interpreter": args.interpreter,
+             "requirements": args.requirements, "source": args.source, "bundle": args.bundle},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.python = pulumi.Output.concat(venv.path, "/bin/python")
+        self.register_outputs({"python": self.python})
+
+
+@dataclass(frozen=True)
 class LocalServiceArgs:
     """Inputs of a LocalService."""
 
     bundle_path: pulumi.Input[str]
+    python: pulumi.Input[str]
+    """The python of the image's environment (a LocalEnvironment's)."""
     model_dir: str
     log_dir: str
     port: int = 0
@@ -215,7 +258,8 @@ class LocalService(pulumi.ComponentResource):
         super().__init__(f"{TOKEN_PREFIX}:LocalService", name, None, opts)
         process = ServiceProcess(
             f"{name}-process",
-            {"service": name, "bundle": args.bundle_path, "model_dir": args.model_dir, "log_dir": args.log_dir,
+            {"service": name, "bundle": args.bundle_path, "python": args.python, "model_dir": args.model_dir,
+             "log_dir": args.log_dir,
              "port": args.port, "workers": args.workers, "auth_enabled": args.auth_enabled,
              # Only with TLS, so the inputs of a plain-HTTP service are what they always were.
              **({"tls_cert_file": args.tls_cert_file, "tls_key_file": args.tls_key_file}

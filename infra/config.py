@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, TypeVar
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from content import environment
+from content.bundle import EnvironmentFile
 
 from infra.vm_sizes import CLOCK, ENDED_TARGETS
 
@@ -63,6 +67,19 @@ def _existing_path(value: str, info: ValidationInfo, kind: str) -> Path:
     return path
 
 
+def expand(value: str) -> str:
+    """`~` and `$VAR`/`${VAR}` expanded; a variable that is not set is an error naming it."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise ValueError(f"{value!r}: ${unset[0]} is not set in the environment")
+    return expanded
+
+
+# A registry address as Docker names it: host[:port], without a scheme or a path.
+REGISTRY_ADDRESS = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"
+
+
 class WorkspaceConfig(Strict):
     """`ml-deploy:workspace`: the Azure ML workspace and the resources it is tied to."""
 
@@ -75,6 +92,21 @@ class WorkspaceConfig(Strict):
     protect: bool = True
     """Protect stateful resources (storage, Key Vault, registry, workspace) from deletion."""
     sku: Literal["Basic"] = "Basic"
+    registry: Optional[str] = Field(default=None, pattern=REGISTRY_ADDRESS)
+    """With `kind: local`: a registry (`host[:port]`) that images are also built for and pushed to,
+    for services that run containers (`target: container`, `target: kubernetes`)."""
+    docker_host: Optional[str] = None
+    """The Docker engine that builds images and runs containers (`unix:///...`, `tcp://...`); `$VARS`
+    are expanded when the program runs. Unset: `$DOCKER_HOST` or Docker's default socket."""
+    build_network: Literal["default", "host"] = "default"
+    """The network of `RUN` steps in image builds; `host` for an engine without a bridge (the lab's)."""
+    builder: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """A buildx builder (by name) for image builds; unset: docker-build finds or creates one."""
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, value: Optional[str]) -> Optional[str]:
+        return expand(value) if value is not None else None
 
 
 class ModelConfig(Strict):
@@ -101,15 +133,18 @@ class ImageBase(Strict):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
-BUILD_KEYS = ("execution_script", "conda_file", "base_image")
+BUILD_KEYS = ("execution_script", "conda_file", "pip_requirements", "base_image")
 """What only a stack that builds its images sets on them."""
 
 
 class ImageConfig(ImageBase):
-    """An image this stack builds: a scoring image from a script, a conda env and models."""
+    """An image this stack builds: a scoring image from a script, an environment and models."""
 
     execution_script: Path
-    conda_file: Path
+    conda_file: Optional[Path] = None
+    """A conda environment, as Azure ML's `Environment.from_conda_specification`."""
+    pip_requirements: Optional[Path] = None
+    """A pip requirements file, as Azure ML's `Environment.from_pip_requirements`."""
     base_image: str = DEFAULT_BASE_IMAGE
 
     @field_validator("execution_script", mode="before")
@@ -127,6 +162,31 @@ class ImageConfig(ImageBase):
         if path.suffix not in (".yml", ".yaml") or not path.is_file():
             raise ValueError(f"conda file {value!r} must be a .yml or .yaml file")
         return path
+
+    @field_validator("pip_requirements", mode="before")
+    @classmethod
+    def _pip_exists(cls, value: Any, info: ValidationInfo) -> Path:
+        path = _existing_path(str(value), info, "pip requirements file")
+        if not path.is_file():
+            raise ValueError(f"pip requirements {value!r} must be a file")
+        environment.from_pip(path)  # only this file goes into the image: no `-r other.txt`
+        return path
+
+    @model_validator(mode="after")
+    def _one_environment(self) -> "ImageConfig":
+        # Azure ML's Environment is built from one specification: a conda file or pip requirements.
+        if (self.conda_file is None) == (self.pip_requirements is None):
+            both = "both are set" if self.conda_file is not None else "neither is set"
+            raise ValueError(f"set exactly one of conda_file or pip_requirements ({both})")
+        return self
+
+    @property
+    def environment(self) -> EnvironmentFile:
+        """The image's environment file and its kind."""
+        if self.pip_requirements is not None:
+            return EnvironmentFile(self.pip_requirements, pip=True)
+        assert self.conda_file is not None, "validated by _one_environment"
+        return EnvironmentFile(self.conda_file)
 
 
 # Azure's limits on resource tags: names up to 512 characters without `<>%&\\?/`, values up to 256,
@@ -350,6 +410,8 @@ def _validate_services(raw: Any, targets: dict[str, "Target"], root: Path) -> tu
 
 def _common_problems(cfg: StackConfig, targets: dict[str, "Target"]) -> list[str]:
     problems: list[str] = []
+    if cfg.workspace.registry is not None and cfg.workspace.kind != "local":
+        problems.append("workspace.registry: only with kind: local (an Azure workspace pushes to its own registry)")
     lists: list[tuple[str, list[Any]]] = [("models", cfg.models), ("images", cfg.images), ("services", cfg.services)]
     lists += list(cfg.sections.items())
     for key, items in lists:

@@ -3,7 +3,6 @@ workspace -> models -> images -> each target's shared resources -> services on t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import pulumi
@@ -26,8 +25,9 @@ from infra.config import ConfigError, StackConfig
 from infra.promotion import PromotedImage, Source
 from infra.targets import DeployContext
 
-BUILD_ROOT = Path(".ml-deploy") / "build"
-"""Generated image build contexts, relative to the project root."""
+BUILD_ROOT = config.PROJECT_ROOT / ".ml-deploy" / "build"
+"""Generated image build contexts. Absolute: provider plugins resolve relative paths against
+their own working directory (`infra/`, the program's folder), not the project root."""
 RUNTIME_ROOT = config.PROJECT_ROOT / "serving"
 
 
@@ -45,13 +45,36 @@ def main() -> None:
     else:
         ctx, workspace_out, models_out = _azure_workspace(cfg, stack, contents, source)
     services = deploy_services(ctx)
-    export(workspace_out, models_out, {name: im.image_ref for name, im in ctx.images.items()}, services,
-           {name: _digest_ref(im) for name, im in ctx.images.items()})
+    # A pushed image is the one a user pulls; a local workspace without a registry has only bundles.
+    images = {name: im.image_ref for name, im in ctx.images.items()}
+    images.update({name: im.image_ref for name, im in ctx.container_images.items()})
+    export(workspace_out, models_out, images, services, {name: _digest_ref(im) for name, im in ctx.images.items()})
 
 
 def _digest_ref(image: ScoringImage | LocalImage | PromotedImage | PromotedBundle) -> pulumi.Input[str]:
     """The image pinned by digest: what a stack promoted from this one runs."""
     return image.repo_digest if isinstance(image, ScoringImage) else image.digest_ref
+
+
+def _scoring_image(
+    cfg: StackConfig, im: config.ImageConfig, contents: Mapping[str, BundledModel], registry: pulumi.Input[str]
+) -> ScoringImage:
+    """An image built from its generated context and pushed to `registry`."""
+    return ScoringImage(
+        im.name,
+        ScoringImageArgs(
+            execution_script=im.execution_script,
+            environment=im.environment,
+            models=[contents[name] for name in im.models],
+            registry_login_server=registry,
+            runtime_root=RUNTIME_ROOT,
+            build_root=BUILD_ROOT,
+            base_image=im.base_image,
+            network=cfg.workspace.build_network,
+            docker_host=cfg.workspace.docker_host,
+            builder=cfg.workspace.builder,
+        ),
+    )
 
 
 def _local_workspace(
@@ -78,14 +101,17 @@ def _local_workspace(
             LocalImageArgs(
                 store=str(store),
                 execution_script=im.execution_script,
-                conda_file=im.conda_file,
+                environment=im.environment,
                 models=[contents[name] for name in im.models],
                 runtime_root=RUNTIME_ROOT,
                 base_image=im.base_image,
                 depends_on=[models[name] for name in im.models],
             ),
         )
-    ctx = DeployContext(cfg=cfg, stack=stack, images=images, local_root=root)
+    # With a registry, every image is also built and pushed, for services that run containers.
+    registry = cfg.workspace.registry
+    pushed = {im.name: _scoring_image(cfg, im, contents, registry) for im in cfg.built_images()} if registry else {}
+    ctx = DeployContext(cfg=cfg, stack=stack, images=images, local_root=root, container_images=pushed)
     return (ctx, {"name": cfg.workspace.name, "path": str(root), "image_store": str(store)},
             {name: {"version": m.version, "uri": m.path} for name, m in models.items()})
 
@@ -121,19 +147,9 @@ def _azure_workspace(
         pull_registry = source.registry()
         images.update(promotion.azure_images(cfg, source, pull_registry))
     for im in cfg.built_images():
-        images[im.name] = ScoringImage(
-            im.name,
-            ScoringImageArgs(
-                execution_script=im.execution_script,
-                conda_file=im.conda_file,
-                models=[contents[name] for name in im.models],
-                registry_login_server=workspace.registry_login_server,
-                runtime_root=RUNTIME_ROOT,
-                build_root=BUILD_ROOT,
-                base_image=im.base_image,
-            ),
-        )
-    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace, pull_registry=pull_registry)
+        images[im.name] = _scoring_image(cfg, im, contents, workspace.registry_login_server)
+    ctx = DeployContext(cfg=cfg, stack=stack, images=images, workspace=workspace, pull_registry=pull_registry,
+                        container_images=images)
     workspace_out = {
         "name": workspace.workspace_name,
         "resource_group": workspace.resource_group_name,

@@ -1,5 +1,5 @@
-"""The local target's dynamic providers: content-addressed folders (model versions, image bundles)
-and scoring services as `python -m serving` processes on 127.0.0.1.
+"""The local target's dynamic providers: content-addressed folders (model versions, image bundles,
+environment venvs) and scoring services as `python -m serving` processes on 127.0.0.1.
 
 The real engine diffs, updates and deletes these like cloud resources. Their classes are pickled
 into the stack state by reference (module and name): `components.local` re-exports them so that
@@ -8,7 +8,9 @@ state written before they moved here still loads.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -34,9 +36,13 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from content import environment
 from content.bundle import (
     APP_DIR,
     COMPLETE,
+    CONDA_NAME,
+    PIP_NAME,
+    RUNTIME_DIR,
     SCRIPT_NAME,
     BundleMismatch,
     Source,
@@ -50,6 +56,7 @@ from serving import settings as runtime
 READY_TIMEOUT_S = 120
 _UNVERIFIED = ssl._create_unverified_context()
 STOP_TIMEOUT_S = 30
+PIP_TIMEOUT_S = 1800
 
 
 class _FolderProvider(ResourceProvider):
@@ -189,9 +196,102 @@ class PromotedBundleProvider(_FolderProvider):
         return UpdateResult(outs={**news, "path": str(path)})
 
 
+# ---- environments -------------------------------------------------------------------------------
+
+class EnvironmentProvider(_FolderProvider):
+    """An image's environment as a venv at `<cache>/<key>/`: made by `interpreter -m venv`, then
+    `pip install` of its requirement lines. The key addresses the lines and the Python version, so
+    one venv serves every stack and image with the same environment."""
+
+    ADDRESS = ("cache", "key")
+
+    def exists(self, path: Path) -> bool:
+        return (path / ".complete").exists()
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        if props.get("bundle"):
+            # A promoted bundle: its environment file is known once the bundle is copied, now.
+            interpreter, requirements, source = bundle_environment(Path(props["bundle"]))
+        else:
+            interpreter, requirements, source = props["interpreter"], props["requirements"], props["source"]
+        path = build_venv(Path(props["cache"]), props["key"], interpreter, requirements, source)
+        return CreateResult(id_=str(path), outs={**props, "path": str(path)})
+
+    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+        """Nothing: the venv is a cache entry that other stacks with the same environment share
+        (clear the cache folder to reclaim it)."""
+
+
+def find_interpreter(version: Optional[str]) -> tuple[str, str]:
+    """(path, exact version) of the Python that makes a venv: `python<version>` from PATH when a
+    `major.minor` is asked for, else the one running this program. LookupError when there is none."""
+    candidate = os.path.realpath(sys.executable) if version is None else shutil.which(f"python{version}")
+    if candidate is None:
+        raise LookupError(f"no python{version} on this machine (looked on PATH)")
+    probe = subprocess.run(
+        [candidate, "-c", "import os, sys; print(os.path.realpath(sys.executable)); print('%d.%d.%d' % sys.version_info[:3])"],
+        capture_output=True, text=True,
+    )
+    lines = probe.stdout.split()
+    if probe.returncode != 0 or len(lines) != 2 or (version is not None and not lines[1].startswith(version + ".")):
+        raise LookupError(f"python{version or ''} on PATH does not run ({(probe.stderr or probe.stdout).strip()[:200]})")
+    return lines[0], lines[1]
+
+
+def bundle_environment(bundle: Path) -> tuple[str, list[str], str]:
+    """(interpreter, requirement lines, environment file) of a bundle's own environment file and
+    runtime: what a promoted bundle carries, which the promoted stack's config does not name."""
+    app = bundle / APP_DIR
+    pip, conda = app / PIP_NAME, app / CONDA_NAME
+    try:
+        env = environment.load(None, pip) if pip.is_file() else environment.load(conda, None)
+        interpreter, _version = find_interpreter(env.python)
+    except (environment.UnresolvableEnvironment, LookupError) as err:
+        raise RuntimeError(f"promoted bundle {bundle}: {err}") from None
+    runtime_lines = environment.requirement_lines((bundle / RUNTIME_DIR / "requirements.txt").read_text())
+    return interpreter, list(env.requirements) + runtime_lines, str(env.source)
+
+
+def build_venv(cache: Path, key: str, interpreter: str, requirements: list[str], source: str) -> Path:
+    """The venv `<cache>/<key>`, built unless a complete one is there. Built in place (a venv holds
+    its own path), under a lock so that two stacks never build the same one at once."""
+    target = cache / key
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").exists():
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # an interrupted build
+        log = cache / f"{key}.log"
+        with log.open("w") as out:
+            subprocess.run([interpreter, "-m", "venv", str(target)], check=True, stdout=out, stderr=subprocess.STDOUT)
+            (target / "requirements.txt").write_text("".join(line + "\n" for line in requirements))
+            pip = subprocess.run(
+                [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-input", "-r", str(target / "requirements.txt")],
+                stdout=out, stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S,
+            )
+        if pip.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise RuntimeError(pip_failure(source, log.read_text(errors="replace")))
+        (target / ".complete").write_text("")
+        log.unlink()
+        return target
+
+
+def pip_failure(source: str, output: str) -> str:
+    """What went wrong in a venv's `pip install`, naming the environment file and the package."""
+    missing = re.findall(r"No matching distribution found for (\S+)", output)
+    if missing:
+        return (f"environment {source}: {missing[0]} cannot be had from PyPI (no matching distribution); "
+                f"fix its name or version in that file")
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    return f"environment {source}: pip could not install it:\n{tail}"
+
+
 # ---- services -----------------------------------------------------------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -213,7 +313,7 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
@@ -238,9 +338,11 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
         tls_key_file=props.get("tls_key_file"),
     )
     env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
+    # The environment's venv is what runs the service, not the project's own (or the provider's).
+    env.pop("VIRTUAL_ENV", None)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--host", "127.0.0.1"],
+            [props["python"], "-m", "serving", "--host", "127.0.0.1"],
             cwd=bundle / APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             # Its own session: the service outlives the provider process that started it.
             start_new_session=True,
@@ -270,7 +372,7 @@ def _stop(pid: int, port: int) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and (process_alive(pid) or not _port_free(port)):
+    while time.monotonic() < deadline and (process_alive(pid) or not port_free(port)):
         time.sleep(0.05)
     if process_alive(pid):
         os.killpg(pid, signal.SIGKILL)
@@ -295,13 +397,13 @@ class ServiceProvider(ResourceProvider):
     """A scoring service: `python -m serving` over a bundle, as a process on 127.0.0.1."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        port = int(props["port"]) or _free_port()
+        port = int(props["port"]) or free_port()
         keys = _keys(bool(props["auth_enabled"]))
         pid = _start(props, port, keys)
         return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, port, keys))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("bundle", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir",
+        keys = ("bundle", "python", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir",
                 "tls_cert_file", "tls_key_file")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=["service"] if "service" in changed else [])

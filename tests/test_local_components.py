@@ -15,7 +15,7 @@ def test_local_stack_registers_model_bundle_and_process(config, run):
     rec = run(local_config(config))
     assert not [r for r in rec.resources if r.type.startswith("azure-native:")]
     names = sorted(r.name for r in rec.of_type(DYNAMIC))
-    assert names == ["diabetes-bundle", "diabetes-local-process", "diabetes-ridge-version"]
+    assert names == ["diabetes-bundle", "diabetes-local-process", "diabetes-ridge-version", "diabetes-venv"]
 
 
 def test_bundle_is_tagged_like_the_image_and_waits_for_its_model(config, run):
@@ -38,6 +38,6 @@ def test_service_process_serves_the_bundle_with_auth(config, run):
 
 
 def test_local_bundle_has_the_container_images_tag(config, run):
-    container_ref = run(config).outputs["images"]["diabetes"]
+    container_tag = run(config).of_type("docker-build:index:Image")[0].inputs["tags"][0].rsplit(":", 1)[1]
     local_ref = run(local_config(config)).outputs["images"]["diabetes"]
-    assert local_ref.rsplit(":", 1)[1] == container_ref.rsplit(":", 1)[1]
+    assert local_ref == f"local/diabetes:{container_tag}"

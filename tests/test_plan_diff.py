@@ -17,7 +17,7 @@ from cli import diff
 from tests.helpers import ROOT, TEMPLATES, run_config
 
 GROUP = "azure-native:containerinstance:ContainerGroup"
-IMAGE = "docker:index/image:Image"
+IMAGE = "docker-build:index:Image"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
@@ -69,11 +69,11 @@ def test_new_score_py_updates_the_image_and_rolls_the_aci_group_in_place(config,
     before = plan(config)
     script.write_text(script.read_text() + "\n# a new line\n")
     d = plan_diff(before, config)
-    # pulumi-docker's Image diff only ever updates (it rebuilds and pushes); an image is not an input
+    # docker-build's Image diff only ever updates (it rebuilds and pushes); an image is not an input
     # Azure refuses to update on a container group.
     assert ops(d) == {"diabetes-image": "update", "diabetes-aci-group": "update"}
-    # The build context is a folder named by the content tag, like the image name.
-    assert [p.path for p in change(d, "diabetes-image").paths] == ["build.context", "build.dockerfile", "imageName"]
+    # The build context is a folder named by the content tag, like the pushed tag.
+    assert [p.path for p in change(d, "diabetes-image").paths] == ["context.location", "dockerfile.location", "tags[0]"]
     assert [p.path for p in change(d, "diabetes-aci-group").paths] == ["containers[0].image"]
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pulumi
 
 from cli import offline
-from tests.helpers import has_resource
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = "ml-deploy:index:Workspace"
-IMAGE = "docker:index/image:Image"
+IMAGE = "docker-build:index:Image"
 GROUP = "azure-native:containerinstance:ContainerGroup"
 
 
@@ -51,9 +50,12 @@ def test_service_runs_the_image_built_from_its_models(config, run):
     image = rec.of_type(IMAGE)[0]
     version = rec.of_type("azure-native:machinelearningservices:ModelVersion")[0]
     group = rec.of_type(GROUP)[0]
-    assert group.inputs["containers"][0]["image"] == image.inputs["imageName"]
+    registry = rec.outputs["workspace"]["registry"]
+    # By the pushed digest, never by a tag that could be pushed again with other bytes.
+    assert group.inputs["containers"][0]["image"] == f"{registry}/diabetes@{image.outputs['digest']}"
+    assert image.inputs["push"] is True and image.inputs["tags"] == [f"{registry}/diabetes:{image.inputs['tags'][0].rsplit(':', 1)[1]}"]
     # The image's build context holds the registered version of the model where Azure ML puts it.
-    context = ROOT / image.inputs["build"]["context"]
+    context = ROOT / image.inputs["context"]["location"]
     assert (context / "app" / "azureml-models" / "diabetes-ridge" / version.inputs["version"] / "diabetes-ridge.pkl").is_file()
     dockerfile = (context / "Dockerfile").read_text()
     assert f"AZUREML_MODEL_DIR=/var/azureml-app/azureml-models/diabetes-ridge/{version.inputs['version']}" in dockerfile
@@ -67,7 +69,7 @@ def test_stack_outputs_hide_keys_and_show_uris(config, run):
     assert "services.diabetes-aci.primary_key" in rec.output_secret_paths
     assert "services.diabetes-aci.scoring_uri" not in rec.output_secret_paths
     assert rec.outputs["models"]["diabetes-ridge"]["version"]
-    assert rec.outputs["images"]["diabetes"].startswith(rec.outputs["workspace"]["registry"] + "/diabetes:")
+    assert rec.outputs["images"]["diabetes"].startswith(rec.outputs["workspace"]["registry"] + "/diabetes@sha256:")
 
 
 def test_every_child_is_parented_to_its_component(config, run):
@@ -82,4 +84,5 @@ def test_two_images_share_one_model_version(config, run, model_files):
     rec = run(config)
     assert len(rec.of_type("azure-native:machinelearningservices:ModelVersion")) == 1
     assert len(rec.of_type(IMAGE)) == 2
-    assert has_resource(rec, IMAGE, {"imageName": rec.outputs["images"]["diabetes-copy"]})
+    copy = next(r for r in rec.of_type(IMAGE) if r.name == "diabetes-copy-image")
+    assert rec.outputs["images"]["diabetes-copy"].endswith(f"/diabetes-copy@{copy.outputs['digest']}")

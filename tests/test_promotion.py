@@ -29,7 +29,7 @@ from content.bundle import BundleMismatch, COMPLETE, copy_bundle, digest_of, man
 from infra.config import DIGEST_REF
 from tests.helpers import ACR_PULL, ROOT, SEED, assert_rejected, copy_project, engine_environ, run_config
 
-IMAGE = "docker:index/image:Image"
+IMAGE = "docker-build:index:Image"
 GROUP = "azure-native:containerinstance:ContainerGroup"
 ROLE = "azure-native:authorization:RoleAssignment"
 VERSION = "azure-native:machinelearningservices:ModelVersion"
@@ -65,10 +65,11 @@ def run_prod(config: dict[str, Any], staging: dict[str, Any]):
 def test_built_stacks_export_each_image_pinned_by_digest(config, run):
     rec = run(config)
     image = rec.of_type(IMAGE)[0]
-    assert rec.outputs["image_digests"]["diabetes"] == image.outputs["repoDigest"]
+    repository = image.inputs["tags"][0].rsplit(":", 1)[0]
+    assert rec.outputs["image_digests"]["diabetes"] == f"{repository}@{image.outputs['digest']}"
     assert DIGEST_REF.match(rec.outputs["image_digests"]["diabetes"])
-    # Today's `images` output keeps its shape: the tagged reference.
-    assert rec.outputs["images"]["diabetes"] == image.inputs["imageName"]
+    # `images` is what the services run: the same reference by digest.
+    assert rec.outputs["images"]["diabetes"] == rec.outputs["image_digests"]["diabetes"]
 
 
 def test_promoted_azure_stack_builds_nothing_and_runs_the_source_digest(config, staging):
@@ -154,7 +155,8 @@ def test_a_promoted_stack_takes_no_build_keys(config, staging):
 
 def test_pins_must_be_digests_of_the_declared_images(config, staging):
     prod = promoted(config, staging)
-    prod["ml-deploy:promoted"]["images"]["diabetes"] = staging["images"]["diabetes"]  # a tag, not a digest
+    repository = staging["image_digests"]["diabetes"].split("@", 1)[0]
+    prod["ml-deploy:promoted"]["images"]["diabetes"] = f"{repository}:latest"  # a tag, not a digest
     assert_rejected(prod, "promoted.images", "not an image reference pinned by digest")
     prod = promoted(config, staging)
     prod["ml-deploy:promoted"]["images"]["other"] = staging["image_digests"]["diabetes"]

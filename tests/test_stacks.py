@@ -24,6 +24,15 @@ def template_models(model_files):
             shutil.copy(f, target / f.name)
 
 
+@pytest.fixture(autouse=True)
+def lab_env(monkeypatch, tmp_path):
+    """Pulumi.lab.yaml names the lab's files through $ML_DEPLOY_LAB (scripts/lab's env file): a
+    stand-in lab folder with a kubeconfig, so the stack is checked whether or not the lab is up."""
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: lab, cluster: {server: 'https://127.0.0.1:6443'}}]\n")
+    monkeypatch.setenv("ML_DEPLOY_LAB", str(tmp_path))
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_config_registers_its_graph(stack):
     rec = offline.run(offline.stack_config(stack), stack=stack)
@@ -35,4 +44,4 @@ def test_stack_config_registers_its_graph(stack):
 
 
 def test_the_expected_stacks_exist():
-    assert {"dev", "local", "prod"} <= set(STACKS)
+    assert {"dev", "lab", "local", "prod"} <= set(STACKS)

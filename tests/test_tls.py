@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -87,14 +88,15 @@ def test_a_file_that_is_not_pem_is_an_error(config, tmp_path, pem):
 def test_a_local_service_serves_https_with_the_certificate(tmp_path, pem, model_files):
     """The local target's provider, for real: the runtime on 127.0.0.1 over HTTPS, verified against
     the certificate (its SAN is 127.0.0.1)."""
-    from content.bundle import model_dir, scoring_bundle, write_bundle
+    from content.bundle import EnvironmentFile, model_dir, scoring_bundle, write_bundle
     from content.model import BundledModel
 
     models = [BundledModel.from_path("diabetes-ridge", model_files[0])]
-    sources = scoring_bundle(TEMPLATES / "sklearn" / "score.py", TEMPLATES / "sklearn" / "env.yml", models,
-                             Path(__file__).resolve().parents[1] / "serving", "base")
+    sources = scoring_bundle(TEMPLATES / "sklearn" / "score.py", EnvironmentFile(TEMPLATES / "sklearn" / "env.yml"),
+                             models, Path(__file__).resolve().parents[1] / "serving", "base")
     bundle = write_bundle(tmp_path / "bundle", sources)
-    props = {"service": "tls-local", "bundle": str(bundle), "model_dir": str(model_dir(models)),
+    # The project's own python has what the sklearn template needs.
+    props = {"service": "tls-local", "bundle": str(bundle), "python": sys.executable, "model_dir": str(model_dir(models)),
              "log_dir": str(tmp_path / "logs"), "port": 0, "workers": 1, "auth_enabled": False,
              "timeout_ms": 60000, "tls_cert_file": str(pem[0]), "tls_key_file": str(pem[1])}
     provider = ServiceProvider()

@@ -79,6 +79,9 @@ class DeployContext:
     """Where the images are, when not in the workspace's own registry (a promoted stack: the source's)."""
     shared: dict[str, Any] = field(default_factory=dict)
     """What each target's `setup` registered for its services (clusters, hubs), by target name."""
+    container_images: Mapping[str, "ScoringImage | PromotedImage"] = field(default_factory=dict)
+    """Images built and pushed to a registry, for targets that run containers: every image on an
+    Azure workspace; on a local workspace, every image when `workspace.registry` is set."""
 
     def azure(self) -> "Workspace":
         if self.workspace is None:
@@ -97,6 +100,21 @@ class DeployContext:
         if self.local_root is None:
             raise RuntimeError("this target needs a local workspace (config validation should have said so)")
         return self.local_root
+
+
+def pushed_image_problem(cfg: StackConfig, index: int, target: str) -> Optional[str]:
+    """Why `services[index]` of a target that runs containers has no pushed image to run, if it has
+    none: a local workspace pushes only with `workspace.registry`, and a promoted local stack copies
+    bundles, not images."""
+    if cfg.workspace.kind != "local":
+        return None
+    if cfg.promote_from is not None:
+        return (f"services[{index}].target: {target!r} cannot run on a promoted local stack (promotion copies "
+                f"the source's bundles, not pushed images); deploy it on the source stack or an Azure one")
+    if cfg.workspace.registry is None:
+        return (f"services[{index}].target: {target!r} on a local workspace needs workspace.registry "
+                f"(the registry its image is pushed to and pulled from)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,14 @@ class AksClusterConfig(Strict):
     """GPU and FPGA pools added to a created cluster, each tainted `sku=<kind>:NoSchedule`."""
 
 
-class AksServiceConfig(ServiceBase, TlsSettings):
-    """A service on Azure Kubernetes Service (`target: aks`), with the Azure ML SDK's defaults
-    (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice)."""
+class KubernetesWorkload(ServiceBase, TlsSettings):
+    """The deploy settings of a scoring service on Kubernetes, with the Azure ML SDK's defaults
+    (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice):
+    shared by `target: aks` and `target: kubernetes`, which create the same objects. Not a target
+    itself: its `target` is left open for them to narrow."""
 
-    target: Literal["aks"]
     cluster: str
-    """A cluster name from `aks_clusters`."""
+    """A cluster name from the target's cluster list."""
     auth_enabled: bool = True
     cpu_cores: float = Field(default=0.1, gt=0)
     memory_gb: float = Field(default=0.5, gt=0)
@@ -94,10 +95,7 @@ class AksServiceConfig(ServiceBase, TlsSettings):
     autoscale_max_replicas: int = Field(default=10, ge=1)
     autoscale_target_utilization: int = Field(default=70, ge=1, le=100)
     num_replicas: Optional[int] = Field(default=None, ge=1)
-    collect_model_data: bool = False
     replica_max_concurrent_requests: int = Field(default=1, ge=1)
-    max_request_wait_time: int = Field(default=500, ge=0)
-    """Milliseconds a request may wait in the queue (an Azure ML router setting; kept for parity)."""
     period_seconds: int = Field(default=ProbeTimings.period_seconds, ge=1)
     initial_delay_seconds: int = Field(default=ProbeTimings.initial_delay_seconds, ge=0)
     timeout_seconds: int = Field(default=ProbeTimings.timeout_seconds, ge=1)
@@ -125,6 +123,75 @@ class AksServiceConfig(ServiceBase, TlsSettings):
     def probes(self) -> ProbeTimings:
         return ProbeTimings(self.initial_delay_seconds, self.period_seconds, self.timeout_seconds,
                             self.success_threshold, self.failure_threshold)
+
+
+def workload_problems(path: str, svc: KubernetesWorkload) -> list[str]:
+    """What is wrong with a workload's settings on any cluster: conflicting keys, label syntax."""
+    problems: list[str] = []
+    if svc.gpu_cores and svc.accelerator is not None:
+        problems.append(f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
+                        f"not allowed with accelerator (set one or the other)")
+    if svc.accelerator_count is not None and svc.accelerator is None:
+        problems.append(f"{path}.accelerator_count: needs accelerator (gpu or fpga)")
+    if svc.autoscale_enabled and svc.num_replicas is not None:
+        problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
+    if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
+        problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
+                        f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
+    if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
+        problems.append(f"{path}.secondary_key: must differ from primary_key")
+    for key, value in svc.tags.items():
+        # Tags become Kubernetes labels, whose syntax is stricter than Azure's tags.
+        if not LABEL_KEY.match(key) or key.startswith(("kubernetes.io/", "k8s.io/")):
+            problems.append(f"{path}.tags.{key}: not a valid Kubernetes label name")
+        elif not LABEL_VALUE.match(value):
+            problems.append(f"{path}.tags.{key}: value {value!r} is not a valid Kubernetes label value "
+                            f"(up to 63 letters, digits, '-', '_', '.')")
+    return problems
+
+
+def workload_args(
+    svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
+    provider: Any, accelerator: Optional[AcceleratorRequest],
+    app_insights_connection_string: Optional[pulumi.Input[str]], **extra: Any,
+) -> AksServiceArgs:
+    """The AksService inputs of a workload; `extra` holds what only one target sets."""
+    return AksServiceArgs(
+        namespace=namespace,
+        image_ref=image_ref,
+        provider=provider,
+        settings=runtime.Settings(
+            workers=runtime.workers_for_cores(svc.cpu_cores),
+            timeout_ms=svc.scoring_timeout_ms,
+            max_concurrent_requests=svc.replica_max_concurrent_requests,
+        ),
+        cpu_cores=svc.cpu_cores,
+        memory_gb=svc.memory_gb,
+        accelerator=accelerator,
+        autoscale=svc.autoscale,
+        autoscale_min_replicas=svc.autoscale_min_replicas,
+        autoscale_max_replicas=svc.autoscale_max_replicas,
+        autoscale_target_utilization=svc.autoscale_target_utilization,
+        num_replicas=svc.num_replicas,
+        auth_enabled=svc.auth_enabled,
+        primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
+        secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
+        app_insights_connection_string=app_insights_connection_string,
+        probes=svc.probes,
+        description=svc.description,
+        tags=svc.tags,
+        tls=svc.tls_certificate(),
+        **extra,
+    )
+
+
+class AksServiceConfig(KubernetesWorkload):
+    """A service on Azure Kubernetes Service (`target: aks`)."""
+
+    target: Literal["aks"]
+    collect_model_data: bool = False
+    max_request_wait_time: int = Field(default=500, ge=0)
+    """Milliseconds a request may wait in the queue (an Azure ML router setting; kept for parity)."""
 
 
 def _pool_problems(path: str, pools: list[AcceleratorPoolConfig], today: date) -> list[str]:
@@ -193,11 +260,8 @@ def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
 def _accelerator_problems(path: str, svc: AksServiceConfig, cfg: StackConfig) -> list[str]:
     """Whether the service's cluster can give it what it asks: the alias used consistently, a pool
     of the kind on a created cluster, nodes with enough accelerators for one replica."""
-    if svc.gpu_cores and svc.accelerator is not None:
-        return [f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
-                f"not allowed with accelerator (set one or the other)"]
-    if svc.accelerator_count is not None and svc.accelerator is None:
-        return [f"{path}.accelerator_count: needs accelerator (gpu or fpga)"]
+    if (svc.gpu_cores and svc.accelerator is not None) or (svc.accelerator_count is not None and svc.accelerator is None):
+        return []  # workload_problems says which key is wrong
     ask = svc.accelerator_ask
     clusters = [(j, c) for j, c in enumerate(cfg.section("aks_clusters", AksClusterConfig)) if c.name == svc.cluster]
     if ask is None or not clusters:
@@ -230,23 +294,9 @@ def _service_problems(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
     for i, svc in cfg.services_of(AksServiceConfig):
         path = f"services[{i}]"
-        problems += _accelerator_problems(path, svc, cfg)
+        problems += workload_problems(path, svc) + _accelerator_problems(path, svc, cfg)
         if svc.cluster not in clusters:
             problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
-        if svc.autoscale_enabled and svc.num_replicas is not None:
-            problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
-        if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
-            problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
-                            f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
-        if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
-            problems.append(f"{path}.secondary_key: must differ from primary_key")
-        for key, value in svc.tags.items():
-            # Tags become Kubernetes labels, whose syntax is stricter than Azure's tags.
-            if not LABEL_KEY.match(key) or key.startswith(("kubernetes.io/", "k8s.io/")):
-                problems.append(f"{path}.tags.{key}: not a valid Kubernetes label name")
-            elif not LABEL_VALUE.match(value):
-                problems.append(f"{path}.tags.{key}: value {value!r} is not a valid Kubernetes label value "
-                                f"(up to 63 letters, digits, '-', '_', '.')")
     return problems
 
 
@@ -313,33 +363,15 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
         if ask else None
     aks = AksService(
         svc.name,
-        AksServiceArgs(
+        workload_args(
+            svc,
             namespace=namespace.metadata.name,
             image_ref=ctx.images[svc.image].image_ref,
             provider=cluster.provider,
-            settings=runtime.Settings(
-                workers=runtime.workers_for_cores(svc.cpu_cores),
-                timeout_ms=svc.scoring_timeout_ms,
-                max_concurrent_requests=svc.replica_max_concurrent_requests,
-            ),
-            cpu_cores=svc.cpu_cores,
-            memory_gb=svc.memory_gb,
             accelerator=accelerator,
-            autoscale=svc.autoscale,
-            autoscale_min_replicas=svc.autoscale_min_replicas,
-            autoscale_max_replicas=svc.autoscale_max_replicas,
-            autoscale_target_utilization=svc.autoscale_target_utilization,
-            num_replicas=svc.num_replicas,
-            auth_enabled=svc.auth_enabled,
-            primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
-            secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
             app_insights_connection_string=(
                 workspace.app_insights_connection_string if svc.enable_app_insights else None
             ),
-            probes=svc.probes,
-            description=svc.description,
-            tags=svc.tags,
-            tls=svc.tls_certificate(),
             collection=ModelDataCollection(
                 resource_group_name=workspace.resource_group_name,
                 subscription_id=workspace.subscription_id,

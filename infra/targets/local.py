@@ -1,18 +1,34 @@
-"""`target: local`: the scoring runtime as a process on 127.0.0.1, over the image's bundle.
+"""`target: local`: the scoring runtime as a process on 127.0.0.1, over the image's bundle, with
+the image's environment as a venv.
 
 Runs on a workspace of kind `local` (a folder), through the real Pulumi engine.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from components.local import LocalImage, LocalService, LocalServiceArgs, PromotedBundle
-from infra.config import ServiceBase, TlsSettings
+from components.local import (
+    LocalEnvironment,
+    LocalEnvironmentArgs,
+    LocalImage,
+    LocalService,
+    LocalServiceArgs,
+    PromotedBundle,
+)
+from content import environment
+from content.environment import UnresolvableEnvironment, environment_key, requirement_lines
+from infra.config import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from providers.local import find_interpreter
+
+RUNTIME_REQUIREMENTS = PROJECT_ROOT / "serving" / "requirements.txt"
+"""What the scoring runtime itself needs, installed into every environment (as in every image)."""
 
 
 class LocalServiceConfig(ServiceBase, TlsSettings):
@@ -24,6 +40,76 @@ class LocalServiceConfig(ServiceBase, TlsSettings):
     workers: int = Field(default=1, ge=1, le=64)
 
 
+def env_cache() -> Path:
+    """Where environment venvs are cached: outside the work tree, shared by stacks and checkouts
+    (`ML_DEPLOY_CACHE` moves it, as it moves the engine's)."""
+    return Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "envs"
+
+
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    """An image's environment, ready to be a venv."""
+
+    interpreter: str
+    python_version: str
+    requirements: list[str]
+    source: Path
+
+    @property
+    def key(self) -> str:
+        return environment_key(self.requirements, self.python_version)
+
+
+def resolve(image: ImageConfig) -> ResolvedEnvironment:
+    """The requirement lines (the image's, then the runtime's) and the Python of an image's venv.
+
+    Raises UnresolvableEnvironment (a conda package without a PyPI name) or LookupError (no such Python).
+    """
+    env = environment.load(image.conda_file, image.pip_requirements)
+    interpreter, version = find_interpreter(env.python)
+    lines = list(env.requirements) + requirement_lines(RUNTIME_REQUIREMENTS.read_text())
+    return ResolvedEnvironment(interpreter, version, lines, env.source)
+
+
+def _used_images(cfg: StackConfig) -> dict[str, int]:
+    """The images local services run, with their index in `images`."""
+    wanted = {svc.image for _, svc in cfg.services_of(LocalServiceConfig)}
+    return {im.name: i for i, im in enumerate(cfg.images) if im.name in wanted}
+
+
+def check(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    for name, i in _used_images(cfg).items():
+        image = cfg.images[i]
+        if not isinstance(image, ImageConfig):
+            continue  # promoted: its environment is the bundle's, checked when the bundle is copied
+        key = "pip_requirements" if image.pip_requirements is not None else "conda_file"
+        try:
+            resolve(image)
+        except (UnresolvableEnvironment, LookupError) as err:
+            problems.append(f"images[{i}].{key}: {err} (image {name!r} runs on target local as a venv)")
+    return problems
+
+
+def setup(ctx: DeployContext) -> dict[str, LocalEnvironment]:
+    """One venv per image that local services run."""
+    envs: dict[str, LocalEnvironment] = {}
+    for name, i in _used_images(ctx.cfg).items():
+        image = ctx.cfg.images[i]
+        bundle = ctx.images[name]
+        if isinstance(image, ImageConfig):
+            resolved = resolve(image)
+            args = LocalEnvironmentArgs(cache=str(env_cache()), key=resolved.key, interpreter=resolved.interpreter,
+                                        requirements=resolved.requirements, source=str(resolved.source))
+        else:
+            # A promoted bundle: its environment file exists once the bundle is copied, so the
+            # provider reads it then; the pinned digest (which covers that file) names the venv.
+            assert isinstance(bundle, PromotedBundle), "only promoted images have no build settings"
+            args = LocalEnvironmentArgs(cache=str(env_cache()), key=f"bundle-{bundle.tag}", bundle=bundle.path)
+        envs[name] = LocalEnvironment(name, args)
+    return envs
+
+
 def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     image = ctx.images[svc.image]
     assert isinstance(image, (LocalImage, PromotedBundle)), "a local workspace runs local bundles"
@@ -31,6 +117,7 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
         svc.name,
         LocalServiceArgs(
             bundle_path=image.path,
+            python=ctx.shared["local"][svc.image].python,
             model_dir=image.model_dir,
             log_dir=str(ctx.local() / "logs"),
             port=svc.port,
@@ -44,14 +131,20 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "file", "path": service.log_path})
 
 
-def _folder(r: MockResource) -> None:
-    # The content-addressed folders of providers/local.py: the path follows from the address, as the
-    # providers compute it, so a new tag or version shows as a new path for what runs from it.
-    state = r.state
-    if {"registry", "model", "version"} <= set(state):
-        state["path"] = str(Path(state["registry"]) / state["model"] / state["version"])
-    elif {"store", "image", "tag"} <= set(state):
-        state["path"] = str(Path(state["store"]) / state["image"] / state["tag"])
+# ---- what the offline plan's mocks answer --------------------------------------------------------
+
+# The inputs that name each folder kind's path (providers/local.py), in path order.
+_FOLDER_ADDRESSES = (("cache", "key"), ("store", "image", "tag"), ("registry", "model", "version"))
+
+
+def _folder_path(r: MockResource) -> None:
+    """A local folder's `path`, where its provider would write it."""
+    if r.state.get("path") is not None:
+        return
+    for keys in _FOLDER_ADDRESSES:
+        if all(isinstance(r.state.get(k), str) for k in keys):
+            r.state["path"] = str(Path(*(r.state[k] for k in keys)))
+            return
 
 
 TARGET = register(Target(
@@ -59,5 +152,7 @@ TARGET = register(Target(
     config=LocalServiceConfig,
     deploy=deploy,
     workspace_kinds=("local",),
-    mock_resources={"pulumi-python:dynamic:Resource": _folder},
+    check=check,
+    setup=setup,
+    mock_resources={"pulumi-python:dynamic:Resource": _folder_path},
 ))

@@ -1,0 +1,352 @@
+"""The lab stack through the real Pulumi engine (Automation API) against the lab's real endpoints:
+the image built by the docker-build provider (BuildKit) and pushed to the lab's registry, the
+Kubernetes objects sent by the Kubernetes provider to the lab's API server, and the image run as a
+container that answers the seed example; then a no-op preview, a new score.py, and destroy.
+
+Needs `bash scripts/lab up` (skipped otherwise, saying so). The project is copied to a temporary
+folder so that changing its script never touches the repository; the service's namespace is new for
+each run, so runs never meet each other's objects on the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from pulumi import automation as auto
+
+from cli import logs
+from cli.call import call
+from tests.helpers import ROOT, SEED
+
+LAB = Path(os.environ.get("ML_DEPLOY_LAB", "/var/tmp/ml-deploy-lab"))
+ENV_FILE = LAB / "lab.env"
+CACHE = Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "lab"
+COPIED = ("Pulumi.yaml", "Pulumi.lab.yaml", "infra", "components", "content", "providers", "serving",
+          "scoring_templates")
+STACK = "lab"
+# scripts/pulumi-env's default passphrase, which Pulumi.lab.yaml's secrets are encrypted for.
+PASSPHRASE = "local-stack-passphrase"
+K8S_SERVICE, CONTAINER_SERVICE = "diabetes-k8s", "diabetes-container"
+
+
+def _lab_env() -> dict[str, str]:
+    """The variables `scripts/lab up` wrote to its env file (`export K=V` lines), or skip."""
+    status = subprocess.run(["bash", str(ROOT / "scripts" / "lab"), "status"], capture_output=True, text=True)
+    if status.returncode != 0 or not ENV_FILE.exists():
+        pytest.skip(f"the lab is not up (`bash scripts/lab status` exits {status.returncode}); "
+                    f"run `bash scripts/lab up` to run these tests")
+    env: dict[str, str] = {}
+    for line in ENV_FILE.read_text().splitlines():
+        match = re.match(r"^export ([A-Z_]+)=(.*)$", line)
+        if match and match.group(1) != "PATH":
+            env[match.group(1)] = shlex.split(match.group(2))[0]
+    return env
+
+
+def _pin(name: str) -> str:
+    found = re.search(rf"^{re.escape(name)}==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert found, f"no {name}==X pin in requirements.txt"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def lab() -> dict[str, str]:
+    return _lab_env()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
+    work = tmp_path_factory.mktemp("lab-project")
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in COPIED:
+        src = ROOT / name
+        (shutil.copytree(src, work / name, ignore=ignore) if src.is_dir() else shutil.copy(src, work / name))
+    (work / "models").mkdir()
+    shutil.copy(model_files[0], work / "models" / model_files[0].name)
+    return work
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lab-state")
+
+
+def _pulumi_home(engine: str, home: Path, env: dict[str, str]) -> None:
+    """The provider plugins scripts/lab built, installed with the engine's own installer (as
+    scripts/lab does), at the versions the SDK pins ask for."""
+    for name, sdk in (("docker-build", "pulumi-docker-build"), ("kubernetes", "pulumi-kubernetes")):
+        version = _pin(sdk)
+        binary = CACHE / "plugins" / f"{name}-v{version}" / f"pulumi-resource-{name}"
+        assert binary.exists(), f"no {binary}: run `bash scripts/lab up`"
+        subprocess.run([f"{engine}/pulumi", "plugin", "install", "resource", name, version, "--file", str(binary)],
+                       check=True, capture_output=True, env={**env, "PULUMI_HOME": str(home)})
+
+
+@pytest.fixture(scope="module")
+def namespace() -> str:
+    return f"lab-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def kube(lab: dict[str, str]) -> Any:
+    from kubernetes import config as kube_config
+
+    return kube_config.new_client_from_config(config_file=lab["KUBECONFIG"])
+
+
+@pytest.fixture(scope="module")
+def stack(lab, project: Path, state: Path, namespace: str, kube) -> Iterator[auto.Stack]:
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    env = {
+        **lab,
+        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(ROOT / ".venv"),
+        "PYTHONPATH": str(project),
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+    home = state / "home"
+    _pulumi_home(engine, home, env)
+    os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
+    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(home), env_vars=env,
+                             pulumi_command=auto.PulumiCommand())
+    stack = auto.Stack.create_or_select(STACK, ws)
+    stack.set_config("ml-deploy:services[0].namespace", auto.ConfigValue(namespace), path=True)
+    try:
+        yield stack
+    finally:
+        stack.destroy(on_output=lambda _: None)
+        _finalize_namespace(kube, namespace)
+
+
+def _finalize_namespace(kube: Any, name: str) -> None:
+    """The lab runs no namespace controller, so a deleted namespace stays Terminating: do its last
+    step (clear the `kubernetes` finalizer) once Pulumi has deleted everything in it."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube)
+    try:
+        ns = core.read_namespace(name)
+    except ApiException as err:
+        if err.status == 404:
+            return
+        raise
+    if ns.metadata.deletion_timestamp is None:
+        return
+    ns.spec.finalizers = []
+    core.replace_namespace_finalize(name, ns)
+
+
+# ---- reading the lab back --------------------------------------------------------------------------
+
+def outputs(stack: auto.Stack) -> dict[str, Any]:
+    return {k: v.value for k, v in stack.outputs().items()}
+
+
+def registry_manifest(lab: dict[str, str], repository: str, reference: str) -> tuple[int, str]:
+    """(status, Docker-Content-Digest) of a manifest in the lab's registry (distribution API v2)."""
+    request = urllib.request.Request(
+        f"http://{lab['ML_DEPLOY_LAB_REGISTRY']}/v2/{repository}/manifests/{reference}", method="HEAD",
+        headers={"Accept": ", ".join([
+            "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.docker.distribution.manifest.v2+json"])})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.headers.get("Docker-Content-Digest", "")
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+
+
+def score(uri: str, key: str) -> list[float]:
+    status, body = call(uri, json.dumps(SEED).encode(), key)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def docker(lab: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "-H", lab["DOCKER_HOST"], *args], capture_output=True, text=True, check=check)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def container_of(stack: auto.Stack) -> tuple[str, int]:
+    resource = next(r for r in stack.export_stack().deployment["resources"]
+                    if r["urn"].endswith(f"{CONTAINER_SERVICE}-container"))
+    return resource["outputs"]["container"], int(resource["outputs"]["bound_port"])
+
+
+def changes(stack: auto.Stack) -> dict[str, str]:
+    """What a preview would do, by resource name (every step that is not `same`)."""
+    events: list[auto.EngineEvent] = []
+    stack.preview(on_event=events.append, on_output=lambda _: None)
+    ops: dict[str, set[str]] = {}
+    for event in events:
+        step = event.resource_pre_event.metadata if event.resource_pre_event else None
+        if step is not None and step.op != auto.OpType.SAME:
+            ops.setdefault(step.urn.rsplit("::", 1)[1], set()).add(step.op.value)
+    # A replacement is several steps (create-replacement, replace, delete-replaced): one change.
+    return {name: "replace" if "replace" in found else found.pop() for name, found in ops.items()}
+
+
+# ---- the tests, in order -----------------------------------------------------------------------------
+
+def test_up_builds_the_image_and_pushes_it_to_the_registry(stack, lab):
+    result = stack.up(on_output=lambda _: None)
+    assert result.summary.result == "succeeded"
+    ref = outputs(stack)["images"]["diabetes"]
+    repository, digest = ref.split("/", 1)[1].split("@")
+    assert ref.startswith(f"{lab['ML_DEPLOY_LAB_REGISTRY']}/diabetes@sha256:")
+    assert registry_manifest(lab, repository, digest) == (200, digest)
+
+
+def test_every_kubernetes_object_is_on_the_api_server(stack, kube, namespace):
+    from kubernetes import client
+
+    ref = outputs(stack)["images"]["diabetes"]
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    assert core.read_namespace(namespace).status.phase == "Active"
+    deployment = apps.read_namespaced_deployment(K8S_SERVICE, namespace)
+    pod = deployment.spec.template.spec
+    assert pod.containers[0].image == ref
+    pull = core.read_namespaced_secret(pod.image_pull_secrets[0].name, namespace)
+    assert pull.type == "kubernetes.io/dockerconfigjson"
+    keys = core.read_namespaced_secret(f"{K8S_SERVICE}-keys", namespace)
+    assert set(keys.data) == {"auth-keys"}
+    service = core.read_namespaced_service(K8S_SERVICE, namespace)
+    assert service.spec.type == "LoadBalancer" and service.spec.ports[0].target_port == 5001
+    hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace)
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 4)
+    pdb = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(K8S_SERVICE, namespace)
+    assert pdb.spec.max_unavailable == 1
+
+
+def test_the_container_answers_the_seed_example(stack):
+    service = outputs(stack)["services"][CONTAINER_SERVICE]
+    assert len(score(service["scoring_uri"], service["primary_key"])) == 2
+    status, _ = call(service["scoring_uri"], json.dumps(SEED).encode(), "wrong-key")
+    assert status == 401
+    # `ml-deploy logs` reads the container's log from the engine that runs it.
+    assert "init() of /var/azureml-app/score.py finished" in logs.read(service["logs"], tail=50)
+
+
+def test_preview_right_after_up_changes_nothing(stack):
+    assert changes(stack) == {}
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def test_the_image_starts_the_way_aci_runs_it(stack, lab):
+    """Port 80 as the image's non-root user, with host networking: the host's unprivileged-port
+    floor applies, so only the capability on the environment's python lets the runtime bind it."""
+    floor = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    assert floor > 80, f"this host lets anyone bind port 80 (ip_unprivileged_port_start={floor}): not the strict case"
+    assert not port_open(80), "port 80 is taken on this machine"
+    ref = outputs(stack)["images"]["diabetes"]
+    # The same user and network without the capability (the base image's own python) are refused.
+    plain = docker(lab, "run", "--rm", "--network", "host", "--entrypoint", "/usr/bin/python3", ref,
+                   "-c", "import socket; socket.socket().bind(('127.0.0.1', 80))", check=False)
+    assert plain.returncode != 0 and "PermissionError" in plain.stderr, plain.stderr
+    name = f"ml-deploy-aci-{secrets.token_hex(3)}"
+    docker(lab, "run", "--detach", "--name", name, "--network", "host", "--env", "PORT=80", ref)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(80):
+            state = docker(lab, "inspect", "-f", "{{.State.Running}}", name).stdout.strip()
+            assert state == "true", docker(lab, "logs", name, check=False).stderr
+            assert time.monotonic() < deadline, "not ready on port 80 within 120s"
+            time.sleep(0.2)
+        assert docker(lab, "exec", name, "id", "-u").stdout.strip() == "10001"
+        assert len(score("http://127.0.0.1:80/score", "")) == 2
+    finally:
+        docker(lab, "rm", "--force", name, check=False)
+
+
+def test_refresh_notices_a_dead_container_and_up_starts_another(stack, lab):
+    container, port = container_of(stack)
+    docker(lab, "stop", container)
+    stack.refresh(on_output=lambda _: None)
+    assert changes(stack) == {f"{CONTAINER_SERVICE}-container": "create"}
+    stack.up(on_output=lambda _: None)
+    service = outputs(stack)["services"][CONTAINER_SERVICE]
+    assert len(score(service["scoring_uri"], service["primary_key"])) == 2
+    # The dead one is kept for its log (`docker logs`), not reused.
+    assert container_of(stack)[0] != container
+    docker(lab, "rm", container)
+
+
+def test_a_changed_score_py_updates_only_the_image_the_deployment_and_the_container(stack, project, lab, kube, namespace):
+    from kubernetes import client
+
+    service = outputs(stack)["services"][CONTAINER_SERVICE]
+    before_ref, before = outputs(stack)["images"]["diabetes"], score(service["scoring_uri"], service["primary_key"])
+    old_container, port = container_of(stack)
+    script = project / "scoring_templates" / "sklearn" / "score.py"
+    script.write_text(script.read_text().replace(
+        "return model.predict(data).tolist()", "return [round(p, 1) for p in model.predict(data).tolist()]"))
+    # The local bundle is the same image's content (replaced, content-addressed); on the cluster
+    # only the Deployment changes, and the container is restarted on the new image.
+    assert changes(stack) == {"diabetes-image": "update", "diabetes-bundle": "replace",
+                              f"{K8S_SERVICE}-deployment": "update", f"{CONTAINER_SERVICE}-container": "update"}
+    stack.up(on_output=lambda _: None)
+    after_ref = outputs(stack)["images"]["diabetes"]
+    assert after_ref != before_ref
+    assert registry_manifest(lab, "diabetes", after_ref.split("@")[1])[0] == 200
+    deployment = client.AppsV1Api(kube).read_namespaced_deployment(K8S_SERVICE, namespace)
+    assert deployment.spec.template.spec.containers[0].image == after_ref
+    new_container, new_port = container_of(stack)
+    assert new_port == port and new_container != old_container
+    assert docker(lab, "inspect", old_container, check=False).returncode != 0
+    after = score(service["scoring_uri"], service["primary_key"])
+    assert after == [round(p, 1) for p in before] and after != before
+
+
+def test_destroy_removes_the_objects_the_container_and_its_port(stack, lab, kube, namespace):
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    container, port = container_of(stack)
+    stack.destroy(on_output=lambda _: None)
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    for read in (lambda: apps.read_namespaced_deployment(K8S_SERVICE, namespace),
+                 lambda: core.read_namespaced_service(K8S_SERVICE, namespace),
+                 lambda: core.read_namespaced_secret(f"{K8S_SERVICE}-keys", namespace),
+                 lambda: client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace),
+                 lambda: client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(K8S_SERVICE, namespace)):
+        with pytest.raises(ApiException) as gone:
+            read()
+        assert gone.value.status == 404
+    assert core.list_namespaced_secret(namespace).items == []
+    # Deleted, and held in Terminating only by the namespace controller the lab does not run.
+    assert core.read_namespace(namespace).status.phase == "Terminating"
+    _finalize_namespace(kube, namespace)
+    with pytest.raises(ApiException):
+        core.read_namespace(namespace)
+    assert docker(lab, "inspect", container, check=False).returncode != 0
+    assert not port_open(port)
