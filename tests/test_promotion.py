@@ -27,7 +27,7 @@ from cli.call import call
 from cli.promote import PromotionError, changes, pins_for, write_pins
 from content.bundle import BundleMismatch, COMPLETE, copy_bundle, digest_of, manifest, write_bundle
 from infra.config import DIGEST_REF
-from tests.helpers import ACR_PULL, ROOT, SEED, assert_rejected, copy_project, engine_environ, run_config
+from tests.helpers import ACR_PULL, ROOT, SEED, TEMPLATES, assert_rejected, copy_project, engine_environ, run_config
 
 IMAGE = "docker-build:index:Image"
 GROUP = "azure-native:containerinstance:ContainerGroup"
@@ -203,6 +203,31 @@ def test_promoted_local_stack_copies_the_pinned_bundle_and_serves_the_copy(confi
     assert process.inputs["model_dir"] == f"azureml-models/diabetes-ridge/{source['models']['diabetes-ridge']['version']}"
     assert rec.outputs["images"]["diabetes"] == source["images"]["diabetes"]
     assert rec.outputs["image_digests"] == source["image_digests"]
+    # Its venv is made from the copy's own environment file, named by the pinned tag.
+    venv = rec.by_name(DYNAMIC, "diabetes-venv")
+    assert venv.inputs["key"] == f"bundle-{digest[:16]}" and venv.inputs.get("requirements") is None
+    assert process.inputs["python"] == str(Path(venv.inputs["cache"]) / f"bundle-{digest[:16]}" / "bin" / "python")
+
+
+def test_a_promoted_bundle_venv_is_made_from_the_bundles_own_environment(tmp_path):
+    from content.bundle import EnvironmentFile, scoring_bundle
+    from providers.local import bundle_environment
+
+    env = tmp_path / "requirements.txt"
+    env.write_text("# the script's one need\nsix>=1.16\n")
+    bundle = write_bundle(tmp_path / "bundle", scoring_bundle(
+        TEMPLATES / "sklearn" / "score.py", EnvironmentFile(env, pip=True), [], ROOT / "serving", "base"))
+    env.write_text("other==1\n")  # the working tree moves on; the bundle keeps what was pinned
+    interpreter, lines, source = bundle_environment(bundle)
+    assert lines[0] == "six>=1.16" and "other==1" not in lines
+    assert lines[1:] == [line for line in lines[1:] if line in (ROOT / "serving" / "requirements.txt").read_text()]
+    assert source == str(bundle / "app" / "requirements.txt") and Path(interpreter).exists()
+    conda = tmp_path / "env.yml"
+    conda.write_text("dependencies:\n  - cudatoolkit=11.8\n")
+    bad = write_bundle(tmp_path / "bad", scoring_bundle(
+        TEMPLATES / "sklearn" / "score.py", EnvironmentFile(conda), [], ROOT / "serving", "base"))
+    with pytest.raises(RuntimeError, match=r"promoted bundle .*bad.*conda package 'cudatoolkit=11.8'"):
+        bundle_environment(bad)
 
 
 def test_a_local_stack_cannot_pin_a_registry_image(config, staging):
