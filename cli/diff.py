@@ -197,7 +197,8 @@ class StackDiff:
     unchanged: int = 0
     error: Optional[str] = None
     head_failed: bool = False
-    """The working tree's program failed on this stack (a base that fails is only reported)."""
+    """The working tree's program failed on this stack where the base's did not (a failure on
+    both sides, or on the base alone, is only reported)."""
 
     def count(self, op: str) -> int:
         return sum(1 for c in self.changes if c.op == op)
@@ -315,7 +316,9 @@ def compare(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], st
         b, h = base.get(stack, {"missing": True}), head.get(stack, {"missing": True})
         errors = [f"{side}: {r['error']}" for side, r in (("base", b), ("head", h)) if "error" in r]
         if errors:
-            out.append(StackDiff(stack, error="; ".join(errors), head_failed="error" in h))
+            # Only a failure this change brings fails the command: a stack whose plan fails the
+            # same way on both sides (the lab stack where no lab was ever set up) is only reported.
+            out.append(StackDiff(stack, error="; ".join(errors), head_failed="error" in h and h["error"] != b.get("error")))
             continue
         out.append(compare_resources(b.get("resources", []), h.get("resources", []), stack))
     return out

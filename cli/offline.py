@@ -168,13 +168,14 @@ class AzureMocks(pulumi.runtime.Mocks):
         elif t == "random:index/randomPassword:RandomPassword":
             state["result"] = _short_hash("password", args.name)[: int(state.get("length", 32))]
         elif t == "docker-build:index:Image":
-            # The pushed manifest's digest stands in as a hash of what was built and where it went.
+            # The pushed manifest's digest stands in as a hash of what was built and where it went:
+            # the tags, which carry the content tag. Not the context's absolute folder, which differs
+            # between checkouts of the same commit (the plan diff's base is a temporary one).
             tags = [str(tag) for tag in state.get("tags") or []]
-            context: dict[str, Any] = state["context"] if isinstance(state.get("context"), dict) else {}
-            digest = "sha256:" + _short_hash("digest", *tags, str(context.get("location")))
+            digest = "sha256:" + _short_hash("digest", *tags)
             state["digest"] = digest if state.get("push") else ""
             state["ref"] = f"{tags[0]}@{digest}" if tags and state.get("push") else (tags[0] if tags else "")
-            state["contextHash"] = _short_hash("context", str(context.get("location")))
+            state["contextHash"] = _short_hash("context", *tags)
         hook = self.resource_hooks.get(t)
         if hook is not None:
             hook(MockResource(type=t, name=physical, location=self.location, state=state))

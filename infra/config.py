@@ -67,9 +67,14 @@ def _existing_path(value: str, info: ValidationInfo, kind: str) -> Path:
     return path
 
 
+_DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
+
+
 def expand(value: str) -> str:
-    """`~` and `$VAR`/`${VAR}` expanded; a variable that is not set is an error naming it."""
-    expanded = os.path.expandvars(os.path.expanduser(value))
+    """`~`, `$VAR`/`${VAR}` and `${VAR:-default}` (the shell's: the default when VAR is unset or
+    empty) expanded; a variable without a default that is not set is an error naming it."""
+    defaulted = _DEFAULTED.sub(lambda m: os.environ.get(m.group(1)) or m.group(2), value)
+    expanded = os.path.expandvars(os.path.expanduser(defaulted))
     unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
     if unset:
         raise ValueError(f"{value!r}: ${unset[0]} is not set in the environment")

@@ -157,3 +157,13 @@ def test_without_docker_host_the_default_provider_builds(config, run):
 def test_a_named_builder_is_used_for_every_build(config, run):
     rec = run(lab_like(config, builder="ml-deploy-lab"))
     assert rec.of_type(IMAGE)[0].inputs["builder"] == {"name": "ml-deploy-lab"}
+
+
+def test_a_variable_with_a_default_is_expanded_unset_or_set(config, run, monkeypatch):
+    """`${VAR:-default}`, as the shell reads it: Pulumi.lab.yaml names the lab's folder this way."""
+    monkeypatch.delenv("ML_DEPLOY_TEST_LAB", raising=False)
+    rec = run(lab_like(config, docker_host="unix://${ML_DEPLOY_TEST_LAB:-/var/tmp/lab}/docker.sock", build_network="host"))
+    assert rec.of_type("pulumi:providers:docker-build")[0].inputs["host"] == "unix:///var/tmp/lab/docker.sock"
+    monkeypatch.setenv("ML_DEPLOY_TEST_LAB", "/run/other")
+    rec = run(lab_like(config, docker_host="unix://${ML_DEPLOY_TEST_LAB:-/var/tmp/lab}/docker.sock", build_network="host"))
+    assert rec.of_type("pulumi:providers:docker-build")[0].inputs["host"] == "unix:///run/other/docker.sock"

@@ -255,6 +255,12 @@ def test_a_stack_the_working_tree_breaks_fails_the_command_and_a_broken_base_doe
     assert head_broke.head_failed and "head: ConfigError" in (head_broke.error or "")
     assert not base_broke.head_failed and "base: ConfigError" in (base_broke.error or "")
     assert "not compared" in diff.render_text([head_broke], "b")
+    # The same failure on both sides (a stack needing what this machine lacks) is not this change's.
+    [both_broke] = diff.compare({"dev": broken}, {"dev": broken}, ["dev"])
+    assert not both_broke.head_failed and "not compared" in diff.render_text([both_broke], "b")
+    other = {"error": "ConfigError: invalid stack config:\n  services[0].cpu_cores: Input should be greater than 0"}
+    [worse] = diff.compare({"dev": broken}, {"dev": other}, ["dev"])
+    assert worse.head_failed
 
 
 def test_a_stack_file_only_in_the_base_is_all_deletes(config):
