@@ -61,7 +61,7 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, str]) -> str:
     host = props["docker_host"]
     name = f"ml-deploy-{props['service']}-{secrets.token_hex(4)}"
     settings = runtime.Settings(port=port, workers=int(props["workers"]), timeout_ms=int(props["timeout_ms"]),
-                                auth_keys=tuple(k for k in keys if k))
+                                auth_keys=tuple(k for k in keys if k), service_name=props["service"])
     # The keys go in a file readable only by us, never on a command line.
     with tempfile.NamedTemporaryFile("w", prefix="ml-deploy-env-", suffix=".list") as env_file:
         env_file.write("".join(f"{k}={v}\n" for k, v in settings.environ().items()))

@@ -336,6 +336,7 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
         auth_keys=tuple(k for k in keys if k),
         tls_cert_file=props.get("tls_cert_file"),
         tls_key_file=props.get("tls_key_file"),
+        service_name=props["service"],
     )
     env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
     # The environment's venv is what runs the service, not the project's own (or the provider's).

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from serving.aml_env import SERVICE_NAME
+
 # Names Azure ML itself sets; existing scripts read them.
 ENTRY_SCRIPT = "AZUREML_ENTRY_SCRIPT"
 MODEL_DIR = "AZUREML_MODEL_DIR"
@@ -92,6 +94,8 @@ class Settings:
     tls_cert_file: str | None = None
     """With tls_key_file: serve HTTPS (probes included) instead of HTTP."""
     tls_key_file: str | None = None
+    service_name: str = ""
+    """The web service's name (`SERVICE_NAME`, as Azure ML sets it): the title of `/swagger.json`."""
 
     @property
     def scheme(self) -> str:
@@ -114,6 +118,8 @@ class Settings:
             MAX_CONNECTIONS: str(self.max_connections),
             SHUTDOWN_GRACE_SECONDS: str(self.shutdown_grace_s),
         }
+        if self.service_name:
+            env[SERVICE_NAME] = self.service_name
         if self.entry_script:
             env[ENTRY_SCRIPT] = self.entry_script
         if self.model_dir is not None:

@@ -108,6 +108,7 @@ def test_model_data_collection_uses_a_federated_identity_on_its_container(aks, r
     assert pod["spec"]["serviceAccountName"] == "diabetes-aks"
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["MODEL_DATA_COLLECTION_CONTAINER"] == "modeldata"
+    assert env["SERVICE_NAME"] == "diabetes-aks"  # the swagger title, as Azure ML sets it
     assert env["MODEL_DATA_COLLECTION_ACCOUNT_URL"].endswith(".blob.core.windows.net/")
 
 

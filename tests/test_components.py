@@ -113,6 +113,7 @@ class TestAciService:
         env = {e["name"]: e for e in group.inputs["containers"][0]["environmentVariables"]}
         assert "secureValue" in env["SCORING_AUTH_KEYS"] and "value" not in env["SCORING_AUTH_KEYS"]
         assert "secureValue" in env["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+        assert env["SERVICE_NAME"]["value"] == config["ml-deploy:services"][0]["name"]  # the swagger title
         assert "containers" in group.secret_paths
         assert len(rec.of_type("random:index/randomPassword:RandomPassword")) == 2
 

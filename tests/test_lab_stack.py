@@ -246,6 +246,9 @@ def test_the_container_answers_the_seed_example(stack):
     assert len(score(service["scoring_uri"], service["primary_key"])) == 2
     status, _ = call(service["scoring_uri"], json.dumps(SEED).encode(), "wrong-key")
     assert status == 401
+    # Titled by the service's name (SERVICE_NAME), as Azure ML's deployments are.
+    with urllib.request.urlopen(service["swagger_uri"], timeout=10) as r:
+        assert json.loads(r.read())["info"]["title"] == CONTAINER_SERVICE
     # `ml-deploy logs` reads the container's log from the engine that runs it.
     assert "init() of /var/azureml-app/score.py finished" in logs.read(service["logs"], tail=50)
 

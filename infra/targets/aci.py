@@ -42,7 +42,8 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
             registry_id=registry.id,
             subscription_id=registry.subscription_id,
             settings=runtime.Settings(
-                workers=runtime.workers_for_cores(svc.cpu_cores), timeout_ms=svc.scoring_timeout_ms
+                workers=runtime.workers_for_cores(svc.cpu_cores), timeout_ms=svc.scoring_timeout_ms,
+                service_name=svc.name,
             ),
             cpu_cores=svc.cpu_cores,
             memory_gb=svc.memory_gb,

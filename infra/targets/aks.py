@@ -164,6 +164,7 @@ def workload_args(
             workers=runtime.workers_for_cores(svc.cpu_cores),
             timeout_ms=svc.scoring_timeout_ms,
             max_concurrent_requests=svc.replica_max_concurrent_requests,
+            service_name=svc.name,
         ),
         cpu_cores=svc.cpu_cores,
         memory_gb=svc.memory_gb,

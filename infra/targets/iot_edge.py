@@ -153,7 +153,7 @@ def check(cfg: StackConfig) -> list[str]:
 
 
 def _settings(svc: IotEdgeServiceConfig) -> runtime.Settings:
-    return runtime.Settings(workers=svc.workers, timeout_ms=svc.scoring_timeout_ms)
+    return runtime.Settings(workers=svc.workers, timeout_ms=svc.scoring_timeout_ms, service_name=svc.name)
 
 
 def setup(ctx: DeployContext) -> dict[str, IotHub]:
