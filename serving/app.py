@@ -50,6 +50,7 @@ INIT_FAILED_EXIT = 3
 REQUEST_ID_LIMIT = 100
 """Longest request id echoed, as Azure ML's server (longer ones are answered 431)."""
 _SCORE_METHODS = ("GET", "POST", "OPTIONS")
+_GET_ROUTE_ALLOW = (b"allow", b"GET, HEAD, OPTIONS")
 _END = object()
 _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 
@@ -194,8 +195,11 @@ class ScoringApp:
                 await reply.send(503, b'{"ready": false}')
         elif path == names.SWAGGER_PATH and method in ("GET", "HEAD"):
             await self._swagger(scope, reply)
+        elif path in (names.LIVENESS_PATH, names.READINESS_PATH, names.SWAGGER_PATH) and method == "OPTIONS":
+            # As Azure ML's server (Flask's automatic OPTIONS): 200, no body, the route's methods.
+            await reply.send(200, b"", [_GET_ROUTE_ALLOW], content_type=HTML)
         elif path in (names.LIVENESS_PATH, names.READINESS_PATH, names.SWAGGER_PATH):
-            await reply.error(405, f"{method} {path} is not supported", [(b"allow", b"GET")])
+            await reply.error(405, f"{method} {path} is not supported", [_GET_ROUTE_ALLOW])
         else:
             await reply.error(404, f"no route {path}; the scoring route is POST {names.SCORE_PATH}")
 

@@ -126,6 +126,15 @@ def test_options_and_other_methods_on_score(plain):
     assert r.status_code == 405 and r.headers["allow"] == "GET, POST, OPTIONS"
 
 
+def test_options_on_the_other_routes_answers_like_flask(plain):
+    """Azure ML's server answers OPTIONS on every route (Flask's automatic OPTIONS): 200, no body."""
+    for path in ("/", "/ready", "/swagger.json"):
+        r = httpx.options(plain.url + path)
+        assert r.status_code == 200 and r.content == b"" and r.headers["allow"] == "GET, HEAD, OPTIONS"
+    r = httpx.post(plain.url + "/swagger.json")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS" and r.json()["error"]
+
+
 # ---- response headers ---------------------------------------------------------------------------
 
 def test_azure_ml_response_headers(plain):
