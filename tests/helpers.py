@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import ssl
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -295,7 +296,7 @@ def self_signed_certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 # ---- the project through the real engine -----------------------------------------------------
 
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.lab.yaml", "infra", "components", "content", "providers", "serving",
                  "scoring_templates", "cli")
 """What a copy of the project needs to run the program and the command line."""
 
@@ -317,18 +318,41 @@ def copy_project(work: Path, model_file: Path) -> Path:
     return work
 
 
-def engine_environ(project: Path, state: Path) -> dict[str, str]:
-    """The variables that run the project's Pulumi engine (scripts/pulumi-engine, built once and
-    cached) on `project` with a file backend in `state`, offline."""
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
+def engine_dir() -> str:
+    """The folder of the project's Pulumi engine (scripts/pulumi-engine: built once, cached)."""
+    return subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def engine_environ(project: Path, state: Path, passphrase: str = "test-passphrase") -> dict[str, str]:
+    """The variables that run the project's Pulumi engine on `project` with a file backend in
+    `state`, offline (no plugin downloads); `passphrase` opens the stack's secrets."""
     return {
-        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "PATH": f"{engine_dir()}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
         "PYTHONPATH": str(project),
         "PULUMI_HOME": str(state / "home"),
         "PULUMI_BACKEND_URL": f"file://{state}",
-        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+        "PULUMI_CONFIG_PASSPHRASE": passphrase,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
     }
+
+
+def lab_environ() -> dict[str, str]:
+    """The variables `scripts/lab up` wrote to its env file (PATH left out), or a skip saying what
+    is not running."""
+    lab = ROOT / "scripts" / "lab"
+    status = subprocess.run(["bash", str(lab), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        pytest.skip("the lab is not up (run `bash scripts/lab up`):\n" + status.stdout + status.stderr)
+    printed = subprocess.run(["bash", str(lab), "env"], capture_output=True, text=True)
+    if printed.returncode != 0:
+        pytest.skip("the lab runs but has no env file yet: " + printed.stderr.strip())
+    env: dict[str, str] = {}
+    for line in printed.stdout.splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 2 and words[0] == "export" and not words[1].startswith("PATH="):
+            key, _, value = words[1].partition("=")
+            env[key] = value
+    return env

@@ -457,21 +457,13 @@ def test_the_providers_work_pickled_into_state_under_the_real_engine(hub, tmp_pa
 
     from components.iot_edge_service import configuration_id
     from providers.iot_hub import DeviceContent, EdgeDevice, HubConfiguration
-    from tests.helpers import ROOT
+    from tests.helpers import ROOT, engine_environ
 
     state, connection = hub
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
     backend = tmp_path / "state"
     backend.mkdir()
-    env = {
-        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{__import__('os').environ['PATH']}",
-        "PYTHONPATH": str(ROOT),  # the provider process imports providers.iot_hub from the project
-        "PULUMI_BACKEND_URL": f"file://{backend}",
-        "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
+    # The provider process imports providers.iot_hub from the project itself.
+    env = engine_environ(ROOT, backend)
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the Automation API runs `pulumi` with this process's environment
     image = {"tag": "diabetes:1"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import urllib.request
 import uuid
@@ -18,27 +17,12 @@ from typing import Iterator
 
 import pytest
 
-from tests.helpers import ROOT
-
-LAB = ROOT / "scripts" / "lab"
+from tests.helpers import lab_environ
 
 
 @pytest.fixture(scope="module")
 def lab_env() -> dict[str, str]:
-    """The lab's env file as a dict (PATH left out), or a skip saying what is not running."""
-    status = subprocess.run(["bash", str(LAB), "status"], capture_output=True, text=True)
-    if status.returncode != 0:
-        pytest.skip("the lab is not up (run scripts/lab up):\n" + status.stdout + status.stderr)
-    printed = subprocess.run(["bash", str(LAB), "env"], capture_output=True, text=True)
-    if printed.returncode != 0:
-        pytest.skip("the lab runs but has no env file yet: " + printed.stderr.strip())
-    env: dict[str, str] = {}
-    for line in printed.stdout.splitlines():
-        words = shlex.split(line, comments=True)
-        if len(words) == 2 and words[0] == "export" and not words[1].startswith("PATH="):
-            key, _, value = words[1].partition("=")
-            env[key] = value
-    return env
+    return lab_environ()
 
 
 def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,6 @@ import json
 import os
 import re
 import secrets
-import shlex
-import shutil
 import socket
 import subprocess
 import time
@@ -29,31 +27,13 @@ from pulumi import automation as auto
 
 from cli import logs
 from cli.call import call
-from tests.helpers import ROOT, SEED
+from tests.helpers import ROOT, SEED, copy_project, engine_dir, engine_environ, lab_environ
 
-LAB = Path(os.environ.get("ML_DEPLOY_LAB", "/var/tmp/ml-deploy-lab"))
-ENV_FILE = LAB / "lab.env"
 CACHE = Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "lab"
-COPIED = ("Pulumi.yaml", "Pulumi.lab.yaml", "infra", "components", "content", "providers", "serving",
-          "scoring_templates")
 STACK = "lab"
 # scripts/pulumi-env's default passphrase, which Pulumi.lab.yaml's secrets are encrypted for.
 PASSPHRASE = "local-stack-passphrase"
 K8S_SERVICE, CONTAINER_SERVICE = "diabetes-k8s", "diabetes-container"
-
-
-def _lab_env() -> dict[str, str]:
-    """The variables `scripts/lab up` wrote to its env file (`export K=V` lines), or skip."""
-    status = subprocess.run(["bash", str(ROOT / "scripts" / "lab"), "status"], capture_output=True, text=True)
-    if status.returncode != 0 or not ENV_FILE.exists():
-        pytest.skip(f"the lab is not up (`bash scripts/lab status` exits {status.returncode}); "
-                    f"run `bash scripts/lab up` to run these tests")
-    env: dict[str, str] = {}
-    for line in ENV_FILE.read_text().splitlines():
-        match = re.match(r"^export ([A-Z_]+)=(.*)$", line)
-        if match and match.group(1) != "PATH":
-            env[match.group(1)] = shlex.split(match.group(2))[0]
-    return env
 
 
 def _pin(name: str) -> str:
@@ -64,19 +44,12 @@ def _pin(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> dict[str, str]:
-    return _lab_env()
+    return lab_environ()
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
-    work = tmp_path_factory.mktemp("lab-project")
-    ignore = shutil.ignore_patterns("__pycache__")
-    for name in COPIED:
-        src = ROOT / name
-        (shutil.copytree(src, work / name, ignore=ignore) if src.is_dir() else shutil.copy(src, work / name))
-    (work / "models").mkdir()
-    shutil.copy(model_files[0], work / "models" / model_files[0].name)
-    return work
+    return copy_project(tmp_path_factory.mktemp("lab-project"), model_files[0])
 
 
 @pytest.fixture(scope="module")
@@ -109,20 +82,9 @@ def kube(lab: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(lab, project: Path, state: Path, namespace: str, kube) -> Iterator[auto.Stack]:
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    env = {
-        **lab,
-        "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-        "VIRTUAL_ENV": str(ROOT / ".venv"),
-        "PYTHONPATH": str(project),
-        "PULUMI_BACKEND_URL": f"file://{state}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
-    home = state / "home"
-    _pulumi_home(engine, home, env)
+    env = {**lab, **engine_environ(project, state, PASSPHRASE)}
+    home = Path(env["PULUMI_HOME"])
+    _pulumi_home(engine_dir(), home, env)
     os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
     ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(home), env_vars=env,
                              pulumi_command=auto.PulumiCommand())

@@ -17,7 +17,7 @@ import yaml
 
 from infra import vm_sizes
 from policy import rules
-from tests.helpers import ROOT, run_config
+from tests.helpers import ROOT, engine_environ, run_config
 
 AUTH_ENV = {"name": "SCORING_AUTH_KEYS", "secureValue": "k1,k2"}
 
@@ -319,15 +319,8 @@ def engine_project(tmp_path_factory: pytest.TempPathFactory, model_files) -> tup
     (work / "Pulumi.ci.yaml").write_text(yaml.safe_dump({"config": local["config"]}))
     (work / "models").mkdir()
     shutil.copy(model_files[0], work / "models" / model_files[0].name)
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
     state = tmp_path_factory.mktemp("policy-state")
-    env = {**os.environ,
-           "PATH": f"{engine}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-           "VIRTUAL_ENV": str(ROOT / ".venv"), "PYTHONPATH": str(work),
-           "PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_HOME": str(state / "home"),
-           "PULUMI_CONFIG_PASSPHRASE": "test-passphrase", "PULUMI_SKIP_UPDATE_CHECK": "true",
-           "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    env = {**os.environ, **engine_environ(work, state)}
     for stack in ("local", "ci"):
         subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=work, env=env,
                        check=True, capture_output=True)
