@@ -62,10 +62,10 @@ def test_pip_files_keep_their_lines_without_comments(tmp_path):
     assert from_pip(path).requirements == ("numpy>=2", "scikit-learn==1.9.1")
 
 
-def test_the_templates_conda_and_pip_files_ask_for_the_same_packages():
-    conda, pip = from_conda(TEMPLATES / "sklearn" / "env.yml"), from_pip(TEMPLATES / "sklearn" / "requirements.txt")
-    assert conda.requirements == pip.requirements
-    conda, pip = from_conda(TEMPLATES / "onnx" / "env.yml"), from_pip(TEMPLATES / "onnx" / "requirements.txt")
+@pytest.mark.parametrize("template", ["sklearn", "onnx", "onnx_gpu"])
+def test_the_templates_conda_and_pip_files_ask_for_the_same_packages(template):
+    conda = from_conda(TEMPLATES / template / "env.yml")
+    pip = from_pip(TEMPLATES / template / "requirements.txt")
     assert conda.requirements == pip.requirements
 
 
