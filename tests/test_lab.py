@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.helpers import lab_environ
+from tests.helpers import engine_dir, lab_environ
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,7 @@ def plugin_version(package: str) -> str:
 
 
 def test_plugins_are_where_the_engine_looks_at_the_versions_the_sdks_ask_for(lab_env: dict[str, str]) -> None:
-    engine = subprocess.run(["bash", str(ROOT / "scripts" / "pulumi-engine")], check=True,
-                            capture_output=True, text=True).stdout.strip()
+    engine = engine_dir()
     env = {"PULUMI_HOME": lab_env["ML_DEPLOY_LAB_PULUMI_HOME"], "PULUMI_SKIP_UPDATE_CHECK": "true"}
     listed = json.loads(run([f"{engine}/pulumi", "plugin", "ls", "--json"], env).stdout)
     installed = {(p["name"], p["version"]) for p in listed if p["kind"] == "resource"}
