@@ -9,6 +9,7 @@ state written before they moved here still loads.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
@@ -222,6 +224,7 @@ class EnvironmentProvider(_FolderProvider):
         (clear the cache folder to reclaim it)."""
 
 
+@functools.lru_cache(maxsize=None)
 def find_interpreter(version: Optional[str]) -> tuple[str, str]:
     """(path, exact version) of the Python that makes a venv: `python<version>` from PATH when a
     `major.minor` is asked for, else the one running this program. LookupError when there is none."""
@@ -238,6 +241,31 @@ def find_interpreter(version: Optional[str]) -> tuple[str, str]:
     return lines[0], lines[1]
 
 
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    """An image's environment, ready to be a venv: its Python and pip requirement lines."""
+
+    interpreter: str
+    python_version: str
+    requirements: list[str]
+    """The environment's lines, then the scoring runtime's."""
+    source: Path
+
+    @property
+    def key(self) -> str:
+        return environment.environment_key(self.requirements, self.python_version)
+
+
+def resolve_environment(env: environment.Environment, runtime_requirements: Path) -> ResolvedEnvironment:
+    """`env` with the runtime's requirements added and the Python it asks for found.
+
+    Raises LookupError when this machine has no such Python.
+    """
+    interpreter, version = find_interpreter(env.python)
+    lines = list(env.requirements) + environment.requirement_lines(runtime_requirements.read_text())
+    return ResolvedEnvironment(interpreter, version, lines, env.source)
+
+
 def bundle_environment(bundle: Path) -> tuple[str, list[str], str]:
     """(interpreter, requirement lines, environment file) of a bundle's own environment file and
     runtime: what a promoted bundle carries, which the promoted stack's config does not name."""
@@ -245,11 +273,10 @@ def bundle_environment(bundle: Path) -> tuple[str, list[str], str]:
     pip, conda = app / PIP_NAME, app / CONDA_NAME
     try:
         env = environment.load(None, pip) if pip.is_file() else environment.load(conda, None)
-        interpreter, _version = find_interpreter(env.python)
+        resolved = resolve_environment(env, bundle / RUNTIME_DIR / "requirements.txt")
     except (environment.UnresolvableEnvironment, LookupError) as err:
         raise RuntimeError(f"promoted bundle {bundle}: {err}") from None
-    runtime_lines = environment.requirement_lines((bundle / RUNTIME_DIR / "requirements.txt").read_text())
-    return interpreter, list(env.requirements) + runtime_lines, str(env.source)
+    return resolved.interpreter, resolved.requirements, str(resolved.source)
 
 
 def build_venv(cache: Path, key: str, interpreter: str, requirements: list[str], source: str) -> Path:

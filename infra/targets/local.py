@@ -7,7 +7,6 @@ Runs on a workspace of kind `local` (a folder), through the real Pulumi engine.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +21,10 @@ from components.local import (
     PromotedBundle,
 )
 from content import environment
-from content.environment import UnresolvableEnvironment, environment_key, requirement_lines
+from content.environment import UnresolvableEnvironment
 from infra.config import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
-from providers.local import find_interpreter
+from providers.local import ResolvedEnvironment, resolve_environment
 
 RUNTIME_REQUIREMENTS = PROJECT_ROOT / "serving" / "requirements.txt"
 """What the scoring runtime itself needs, installed into every environment (as in every image)."""
@@ -46,29 +45,12 @@ def env_cache() -> Path:
     return Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "envs"
 
 
-@dataclass(frozen=True)
-class ResolvedEnvironment:
-    """An image's environment, ready to be a venv."""
-
-    interpreter: str
-    python_version: str
-    requirements: list[str]
-    source: Path
-
-    @property
-    def key(self) -> str:
-        return environment_key(self.requirements, self.python_version)
-
-
 def resolve(image: ImageConfig) -> ResolvedEnvironment:
     """The requirement lines (the image's, then the runtime's) and the Python of an image's venv.
 
     Raises UnresolvableEnvironment (a conda package without a PyPI name) or LookupError (no such Python).
     """
-    env = environment.load(image.conda_file, image.pip_requirements)
-    interpreter, version = find_interpreter(env.python)
-    lines = list(env.requirements) + requirement_lines(RUNTIME_REQUIREMENTS.read_text())
-    return ResolvedEnvironment(interpreter, version, lines, env.source)
+    return resolve_environment(environment.load(image.conda_file, image.pip_requirements), RUNTIME_REQUIREMENTS)
 
 
 def _used_images(cfg: StackConfig) -> dict[str, int]:
