@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import json
 import os
 import subprocess
@@ -25,20 +26,20 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Optional
 
 import yaml
 
-from cli import replacements
+from cli import errors, replacements, render as show
+from cli.policy import Violation, check
 from infra.config import PROJECT_ROOT
 
 MARKER = "<!-- ml-deploy-plan-diff -->"
 MARKDOWN_LIMIT = 60_000
 """Characters of Markdown at most: GitHub refuses comments over 65,536."""
 """First line of the Markdown output: CI finds its earlier comment by it and edits it in place."""
-SECRET = "[secret]"
-_INTERNAL = {"__provider", "__defaults"}
-_MAX_VALUE = 80
+SECRET = show.SECRET
 OFFLINE_NOTE = ("Computed offline: each revision's program ran under Pulumi's mocks and the two plans "
                 "were compared. Nothing was compared with cloud state: drift, and values only the cloud "
                 "knows, do not show. `pulumi preview` against the stack is the final word.")
@@ -46,13 +47,34 @@ OFFLINE_NOTE = ("Computed offline: each revision's program ran under Pulumi's mo
 # Runs in the revision's own folder and interpreter path, so that its own cli/offline.py and
 # program are the ones that run. Writes {stack: {"resources": [...]} | {"error": "..."}}.
 _RECORDER = r"""
-import json, sys
+import json, os, sys
 from pathlib import Path
 root, out, stacks = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 sys.path.insert(0, str(root))
+# Which files each stack's program opens: a file the base revision read from outside its own tree
+# (a link to the working tree's untracked copy, or an absolute path) was not the base's own bytes.
+opened = set()
+def _hook(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes)) and (args[1] is None or "r" in str(args[1])):
+        opened.add(os.path.abspath(os.fsdecode(args[0])))
+sys.addaudithook(_hook)
 from cli import offline
+skip = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, "/proc", "/sys", "/dev", "/etc", "/usr", "/lib"})
+real_root = os.path.realpath(root)
+def foreign():
+    found = []
+    for path in sorted(opened):
+        if not os.path.isfile(path) or path.startswith(skip) or "/site-packages/" in path:
+            continue
+        inside = path.startswith(str(root) + os.sep)
+        if inside and os.path.realpath(path).startswith(real_root + os.sep):
+            continue  # the revision's own file
+        found.append({"path": os.path.relpath(path, root) if inside else path,
+                      "kind": "linked" if inside else "outside"})
+    return found
 result = {}
 for stack in stacks:
+    opened.clear()
     try:
         rec = offline.run(offline.stack_config(stack, root), stack=stack)
     except FileNotFoundError:
@@ -61,7 +83,7 @@ for stack in stacks:
     except Exception as err:  # a config error is a result of the revision, not a failure of the diff
         result[stack] = {"error": f"{type(err).__name__}: {err}"}
         continue
-    result[stack] = {"resources": [
+    result[stack] = {"reads": foreign(), "resources": [
         {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "protect": r.protect,
          "inputs": r.inputs, "secret_paths": sorted(r.secret_paths), "outputs": r.outputs,
          "delete_before_replace": r.delete_before_replace, "replace_on_changes": list(r.replace_on_changes),
@@ -96,8 +118,10 @@ def committed_stacks(repo: Path, ref: Optional[str] = None) -> list[str]:
 def checkout(repo: Path, ref: str, into: Path) -> str:
     """Extract the tree of `ref` into `into` (no worktree left behind); returns the full commit id.
 
-    Files a stack config names that git does not track (the trained models in models/, which
-    scripts/setup writes) are linked from the working tree, so both revisions read the same ones.
+    A path a stack config names that the base does not have but the working tree does (the trained
+    models in models/, which scripts/setup writes and git ignores) is linked from the working tree,
+    so the base's plan runs; the recorder notes every such read and the diff says that file was
+    not compared.
     """
     commit = git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
     archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
@@ -108,16 +132,30 @@ def checkout(repo: Path, ref: str, into: Path) -> str:
         with tarfile.open(fileobj=f) as tar:
             tar.extractall(into, filter="data")
     for stack_file in into.glob("Pulumi.*.yaml"):
-        config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-        for model in config.get("ml-deploy:models") or []:
-            relative = Path(str(model.get("path", "")))
-            if relative.is_absolute() or not str(relative):
+        try:
+            config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+        except yaml.YAMLError:
+            continue  # the recorder reports the stack file itself
+        for value in _strings(config):
+            relative = Path(value)
+            if "://" in value or relative.is_absolute() or ".." in relative.parts or not value.strip():
                 continue
             target, source = into / relative, repo / relative
-            if not target.exists() and source.exists():
+            if not target.exists() and not target.is_symlink() and source.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.symlink_to(source.resolve())
     return commit
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def _relocate(value: Any, roots: tuple[str, ...], to: str) -> Any:
@@ -143,7 +181,8 @@ def record(root: Path, stacks: list[str], as_root: Optional[Path] = None) -> dic
         done = subprocess.run([sys.executable, "-c", _RECORDER, str(root), str(out), *stacks],
                               cwd=root, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
-            raise DiffError(f"the offline plan failed in {root}:\n{done.stderr[-3000:]}")
+            last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no output")
+            raise DiffError(f"the offline plan's recorder failed in {root}: {last.strip()}")
         result = json.loads(out.read_text())
     if as_root is None:
         return result
@@ -172,6 +211,18 @@ class PathChange:
     secret: bool = False
 
 
+@dataclass(frozen=True)
+class Reason:
+    """Why a resource is replaced: a changed path and the rule it falls under."""
+
+    path: str
+    source: str
+    """`provider`, `program's replace_on_changes` or `dynamic provider`."""
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.source})"
+
+
 @dataclass
 class Change:
     """What happens to one resource."""
@@ -182,10 +233,15 @@ class Change:
     type: str
     name: str
     paths: list[PathChange] = field(default_factory=list)
-    replaced_by: list[str] = field(default_factory=list)
-    """Why it is replaced: the rules (provider, program or dynamic provider) its changes fall under."""
+    """What changes; for a created resource, each of its inputs (old absent)."""
+    reasons: list[Reason] = field(default_factory=list)
     delete_before_replace: bool = False
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def replaced_by(self) -> list[str]:
+        """The reasons as text (`path (source)`)."""
+        return [str(r) for r in self.reasons]
 
 
 @dataclass
@@ -199,27 +255,13 @@ class StackDiff:
     head_failed: bool = False
     """The working tree's program failed on this stack where the base's did not (a failure on
     both sides, or on the base alone, is only reported)."""
+    uncompared: list[str] = field(default_factory=list)
+    """Files the base could not have its own bytes of, each with what that means."""
+    violations: Optional[list[Violation]] = None
+    """The policy pack's findings on the working tree's plan (None: not checked)."""
 
     def count(self, op: str) -> int:
         return sum(1 for c in self.changes if c.op == op)
-
-
-def _leaves(old: Any, new: Any, path: str) -> Iterable[tuple[str, Any, Any]]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            if key in _INTERNAL and not path:
-                continue
-            child = f"{path}.{key}" if path else str(key)
-            yield from _leaves(old.get(key), new.get(key), child)
-    elif isinstance(old, list) and isinstance(new, list):
-        for i in range(max(len(old), len(new))):
-            yield from _leaves(old[i] if i < len(old) else None, new[i] if i < len(new) else None, f"{path}[{i}]")
-    elif old != new:
-        yield path, old, new
-
-
-def _under(path: str, prefixes: Iterable[str]) -> bool:
-    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in prefixes)
 
 
 def _ignored(path: str, ignore_changes: list[str]) -> bool:
@@ -233,12 +275,19 @@ def _dynamic_diff(base: dict[str, Any], head: dict[str, Any]) -> tuple[list[str]
         import dill  # the serializer pulumi.dynamic uses for `__provider`
 
         provider = dill.loads(base64.b64decode(head["inputs"]["__provider"]))
-        olds = {k: v for k, v in (base.get("outputs") or base["inputs"]).items() if k not in _INTERNAL}
-        news = {k: v for k, v in head["inputs"].items() if k not in _INTERNAL}
+        olds = {k: v for k, v in (base.get("outputs") or base["inputs"]).items() if k not in show.INTERNAL}
+        news = {k: v for k, v in head["inputs"].items() if k not in show.INTERNAL}
         result = provider.diff(base.get("id") or "", olds, news)
     except Exception as err:  # noqa: BLE001 - reported, not fatal
         return [], False, f"its dynamic provider could not be asked ({type(err).__name__}: {err})"
     return list(result.replaces or []), bool(result.delete_before_replace), None
+
+
+def _created(r: dict[str, Any]) -> Change:
+    secrets = r.get("secret_paths") or []
+    return Change("create", r["urn"], r["type"], r["name"], paths=[
+        PathChange(p, None, v, secret=show.is_secret(p, secrets)) for p, v in show.leaves(r["inputs"])
+        if p and p.split(".")[0].split("[")[0] not in show.INTERNAL])
 
 
 def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], stack: str) -> StackDiff:
@@ -247,11 +296,9 @@ def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], st
     old_by_urn = {r["urn"]: r for r in base}
     new_by_urn = {r["urn"]: r for r in head}
     for r in head:
-        if r["urn"] not in old_by_urn:
-            diff.changes.append(Change("create", r["urn"], r["type"], r["name"]))
-    for r in head:
         old = old_by_urn.get(r["urn"])
         if old is None:
+            diff.changes.append(_created(r))
             continue
         change = _compare_one(old, r)
         if change is None:
@@ -270,8 +317,8 @@ def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], st
 def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:
     secrets = set(old.get("secret_paths") or []) | set(new.get("secret_paths") or [])
     ignore = list(new.get("ignore_changes") or [])
-    paths = [PathChange(p, a, b, secret=_under(p, secrets))
-             for p, a, b in _leaves(old["inputs"], new["inputs"], "") if not _ignored(p, ignore)]
+    paths = [PathChange(p, a, b, secret=show.is_secret(p, secrets))
+             for p, a, b in show.changed_leaves(old["inputs"], new["inputs"]) if not _ignored(p, ignore)]
     protect_changed = bool(old.get("protect")) != bool(new.get("protect"))
     if not paths and not protect_changed:
         return None
@@ -281,16 +328,16 @@ def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:
     changed = [p.path for p in paths]
     provider_rules = replacements.provider_rules(new["type"])
     program_rules = list(new.get("replace_on_changes") or [])
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     for p in changed:
         if replacements.matches(p, provider_rules):
-            reasons.append(f"{p} (provider)")
+            reasons.append(Reason(p, "provider"))
         if replacements.matches(p, program_rules):
-            reasons.append(f"{p} (program's replace_on_changes)")
+            reasons.append(Reason(p, "program's replace_on_changes"))
     delete_first = bool(new.get("delete_before_replace"))
     if new["type"].startswith(replacements.DYNAMIC_PREFIX) and "__provider" in new["inputs"] and changed:
         keys, dynamic_delete_first, problem = _dynamic_diff(old, new)
-        reasons += [f"{k} (dynamic provider)" for k in keys]
+        reasons += [Reason(k, "dynamic provider") for k in keys]
         delete_first = delete_first or (dynamic_delete_first and bool(keys))
         if problem:
             change.warnings.append(problem)
@@ -301,11 +348,24 @@ def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:
             break
     if reasons:
         change.op = "replace"
-        change.replaced_by = list(dict.fromkeys(reasons))
+        change.reasons = list(dict.fromkeys(reasons))
         change.delete_before_replace = delete_first
         if old.get("protect") or new.get("protect"):
             change.warnings.append("protected: `pulumi up` refuses to replace it until it is unprotected")
     return change
+
+
+def _uncompared(reads: list[dict[str, str]]) -> list[str]:
+    notes = []
+    for read in reads:
+        if read["kind"] == "linked":
+            notes.append(f"{read['path']} is not in git at the base revision, so the base cannot have its own copy: "
+                         "both plans read the working tree's, and a change to it does not show here "
+                         "(`pulumi preview` compares it with the deployed stack)")
+        else:
+            notes.append(f"{read['path']} is outside the repository: both plans read the same file, so a change "
+                         "to it does not show here (`pulumi preview` compares it with the deployed stack)")
+    return notes
 
 
 def compare(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], stacks: list[str]) -> list[StackDiff]:
@@ -317,10 +377,12 @@ def compare(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], st
         errors = [f"{side}: {r['error']}" for side, r in (("base", b), ("head", h)) if "error" in r]
         if errors:
             # Only a failure this change brings fails the command: a stack whose plan fails the
-            # same way on both sides (the lab stack where no lab was ever set up) is only reported.
+            # same way on both sides is only reported.
             out.append(StackDiff(stack, error="; ".join(errors), head_failed="error" in h and h["error"] != b.get("error")))
             continue
-        out.append(compare_resources(b.get("resources", []), h.get("resources", []), stack))
+        d = compare_resources(b.get("resources", []), h.get("resources", []), stack)
+        d.uncompared = _uncompared(b.get("reads") or [])
+        out.append(d)
     return out
 
 
@@ -330,15 +392,17 @@ _SIGN = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
 _ORDER = {"replace": 0, "delete": 1, "create": 2, "update": 3}
 
 
-def _value(v: Any) -> str:
-    text = "(absent)" if v is None else json.dumps(v, sort_keys=True)
-    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
-
-
-def _shown(p: PathChange) -> str:
+def _shown(p: PathChange) -> list[str]:
+    """A changed path as lines: `path: old => new`, a multi-line text as its changed lines."""
     if p.secret:
-        return f"{p.path}: {SECRET}"
-    return f"{p.path}: {_value(p.old)} => {_value(p.new)}"
+        return [f"{p.path}: {SECRET}"]
+    if p.old is None:
+        return [f"{p.path}: {show.shown(p.new)}"] if "\n" not in str(p.new) else \
+            [f"{p.path}:", *(f"  | {line}" for line in str(p.new).splitlines())]
+    lines = show.text_diff(p.old, p.new)
+    if lines:
+        return [f"{p.path}: (text, changed lines)", *(f"  {line}" for line in lines)]
+    return [f"{p.path}: {show.shown(p.old)} => {show.shown(p.new)}"]
 
 
 def _summary(d: StackDiff) -> str:
@@ -349,53 +413,80 @@ def _summary(d: StackDiff) -> str:
 
 
 def _sorted(changes: list[Change]) -> list[Change]:
-    return sorted(changes, key=lambda c: (_ORDER[c.op], c.type, c.name))
+    return sorted(changes, key=lambda c: (_ORDER[c.op], c.type, c.name, c.urn))
+
+
+def _policy_line(d: StackDiff) -> Optional[str]:
+    if d.error or d.violations is None:
+        return None
+    mandatory = sum(v.mandatory for v in d.violations)
+    if not d.violations:
+        return "policy: every rule passes"
+    return f"policy: {mandatory} mandatory, {len(d.violations) - mandatory} advisory violation(s)"
 
 
 def render_text(diffs: list[StackDiff], base_label: str, head_label: str = "working tree") -> str:
     lines = [f"Offline plan diff: {base_label} -> {head_label}", OFFLINE_NOTE, ""]
     for d in diffs:
         lines.append(f"Stack {d.stack}: {_summary(d)}")
+        for note in d.uncompared:
+            lines.append(f"  ! {note}")
         for c in _sorted(d.changes):
             flags = " [delete before replace]" if c.delete_before_replace else ""
             lines.append(f"  {_SIGN[c.op]:<2} {c.op:<7} {c.type}  {c.name}{flags}")
-            if c.replaced_by:
+            if c.reasons:
                 lines.append(f"        replaced because: {', '.join(c.replaced_by)}")
             for p in c.paths:
-                lines.append(f"        {_shown(p)}")
+                lines += [f"        {line}" for line in _shown(p)]
             for w in c.warnings:
                 lines.append(f"        ! {w}")
+        policy = _policy_line(d)
+        if policy:
+            lines.append(f"  {policy}")
+            lines += [f"    {v.line()}" for v in d.violations or []]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: no raw `|`, no line break that ends the row."""
+    return html.escape(text, quote=False).replace("|", "&#124;").replace("\n", "<br>")
+
+
+def _code(text: str) -> str:
+    return f"<code>{_cell(text)}</code>"
 
 
 def render_markdown(diffs: list[StackDiff], base_label: str, head_label: str = "working tree") -> str:
     lines = [MARKER, "### Offline plan diff", "",
              f"`{base_label}` → `{head_label}`. **{OFFLINE_NOTE}**", "",
-             "| Stack | Create | Update | Replace | Delete | Unchanged |", "|---|---:|---:|---:|---:|---:|"]
+             "| Stack | Create | Update | Replace | Delete | Unchanged | Policy |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for d in diffs:
         if d.error:
-            lines.append(f"| `{d.stack}` | {_md(d.error)} | | | | |")
+            lines.append(f"| `{d.stack}` | {_cell('not compared: ' + d.error)} | | | | | |")
         else:
             lines.append(f"| `{d.stack}` | {d.count('create')} | {d.count('update')} | {d.count('replace')} | "
-                         f"{d.count('delete')} | {d.unchanged} |")
+                         f"{d.count('delete')} | {d.unchanged} | {_cell(_policy_line(d) or '')} |")
     for d in diffs:
-        if d.error or not d.changes:
+        if d.error or not (d.changes or d.uncompared or d.violations):
             continue
-        lines += ["", f"<details><summary><b>{d.stack}</b>: {_summary(d)}</summary>", "",
-                  "| | Resource | Type | Changes |", "|---|---|---|---|"]
+        lines += ["", f"<details><summary><b>{d.stack}</b>: {_cell(_summary(d))}</summary>", ""]
+        lines += [f"> ⚠️ {_cell(note)}" for note in d.uncompared]
+        if d.violations:
+            lines += ["", "| Policy | Resource | Finding |", "|---|---|---|"]
+            lines += [f"| {'**mandatory**' if v.mandatory else 'advisory'} `{v.rule}` | `{v.name}` | {_cell(v.message)} |"
+                      for v in d.violations]
+        if d.changes:
+            lines += ["", "| | Resource | Type | Changes |", "|---|---|---|---|"]
         for c in _sorted(d.changes):
             notes = []
-            if c.replaced_by:
-                notes.append("replaced because " + ", ".join(f"`{r}`" for r in c.replaced_by)
+            if c.reasons:
+                notes.append("replaced because " + ", ".join(_code(r) for r in c.replaced_by)
                              + (" (deleted first)" if c.delete_before_replace else ""))
-            notes += [f"`{_shown(p)}`" for p in c.paths]
-            notes += [f"⚠️ {w}" for w in c.warnings]
-            lines.append(f"| {c.op} | `{c.name}` | `{c.type}` | {_md('<br>'.join(notes))} |")
+            notes += [_code("\n".join(_shown(p))) for p in c.paths]
+            notes += [f"⚠️ {_cell(w)}" for w in c.warnings]
+            lines.append(f"| {c.op} | `{c.name}` | `{c.type}` | {'<br>'.join(notes)} |")
         lines += ["", "</details>"]
     text = "\n".join(lines) + "\n"
     if len(text) > MARKDOWN_LIMIT:
@@ -406,11 +497,26 @@ def render_markdown(diffs: list[StackDiff], base_label: str, head_label: str = "
 
 
 def as_json(diffs: list[StackDiff]) -> list[dict[str, Any]]:
-    return [{"stack": d.stack, "error": d.error, "unchanged": d.unchanged, "changes": [
-        {"op": c.op, "urn": c.urn, "type": c.type, "name": c.name, "replaced_by": c.replaced_by,
-         "delete_before_replace": c.delete_before_replace, "warnings": c.warnings,
-         "paths": [{"path": p.path, "old": SECRET if p.secret else p.old, "new": SECRET if p.secret else p.new}
-                   for p in c.paths]} for c in _sorted(d.changes)]} for d in diffs]
+    """The diff as data: URNs, each path with its secrecy, replace reasons as path and rule source."""
+    def value(p: PathChange, v: Any) -> Any:
+        return SECRET if p.secret and v is not None else v
+
+    return [{"stack": d.stack, "error": d.error, "unchanged": d.unchanged, "uncompared": d.uncompared,
+             "policy": None if d.violations is None else [v.as_dict() for v in d.violations],
+             "changes": [
+                 {"op": c.op, "urn": c.urn, "type": c.type, "name": c.name,
+                  "replaced_because": [{"path": r.path, "source": r.source} for r in c.reasons],
+                  "delete_before_replace": c.delete_before_replace, "warnings": c.warnings,
+                  "paths": [{"path": p.path, "old": value(p, p.old), "new": value(p, p.new), "secret": p.secret}
+                            for p in c.paths]} for c in _sorted(d.changes)]} for d in diffs]
+
+
+def _check_policy(diffs: list[StackDiff], head: dict[str, dict[str, Any]], root: Path) -> None:
+    for d in diffs:
+        resources = head.get(d.stack, {}).get("resources")
+        if d.error or not resources:
+            continue
+        d.violations = check([SimpleNamespace(**r) for r in resources], d.stack, root)
 
 
 def run(base_ref: str, stacks: Optional[list[str]] = None, repo: Path = PROJECT_ROOT) -> tuple[list[StackDiff], str]:
@@ -418,12 +524,20 @@ def run(base_ref: str, stacks: Optional[list[str]] = None, repo: Path = PROJECT_
     with tempfile.TemporaryDirectory(prefix="ml-deploy-base-") as tmp:
         base_root = Path(tmp)
         commit = checkout(repo, base_ref, base_root)
+        known = set(committed_stacks(repo)) | set(committed_stacks(repo, commit)) | {
+            p.name.split(".")[1] for p in repo.glob("Pulumi.*.yaml") if p.name.count(".") == 2}
+        unknown = [s for s in stacks or [] if s not in known]
+        if unknown:
+            raise DiffError(f"no stack {unknown[0]!r}: neither {base_ref} nor the working tree has "
+                            f"Pulumi.{unknown[0]}.yaml (stacks: {', '.join(sorted(known)) or 'none'})")
         names = stacks or sorted(set(committed_stacks(repo)) | set(committed_stacks(repo, commit)))
         with ThreadPoolExecutor(max_workers=2) as pool:
             base_future = pool.submit(record, base_root, names, repo)
             head_future = pool.submit(record, repo, names)
             base, head = base_future.result(), head_future.result()
-    return compare(base, head, names), f"{base_ref} ({commit[:12]})"
+    diffs = compare(base, head, names)
+    _check_policy(diffs, head, repo)
+    return diffs, f"{base_ref} ({commit[:12]})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,19 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--markdown", action="store_true", help="Markdown for a pull-request comment")
     out.add_argument("--json", action="store_true", help="the changes as JSON")
+    errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+    with errors.one_line("ml-deploy diff", args.debug):
         diffs, label = run(args.base, args.stack)
-    except DiffError as err:
-        print(f"ml-deploy diff: {err}", file=sys.stderr)
-        return 2
     if args.json:
-        print(json.dumps(as_json(diffs), indent=2))
+        print(json.dumps(as_json(diffs), indent=2, sort_keys=True))
     elif args.markdown:
         print(render_markdown(diffs, label), end="")
     else:
         print(render_text(diffs, label), end="")
-    return 1 if any(d.head_failed for d in diffs) else 0
+    failed = any(d.head_failed for d in diffs) or any(v.mandatory for d in diffs for v in d.violations or [])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

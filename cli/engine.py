@@ -8,13 +8,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cli.errors import CliError
 from infra.config import PROJECT_ROOT
 
 ENGINE_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-engine"
 ENV_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-env"
 
 
-class EngineMissing(SystemExit):
+class EngineMissing(CliError):
     """No Pulumi CLI on PATH and none built by scripts/pulumi-engine."""
 
 
@@ -36,7 +37,7 @@ def pulumi_environ() -> dict[str, str]:
         return dict(os.environ)
     if _engine_dir() is None:
         raise EngineMissing(
-            "ml-deploy: no Pulumi engine found; build it once with `bash scripts/pulumi-engine` (about 3 minutes)"
+            "no Pulumi engine found; build it once with `bash scripts/pulumi-engine` (about 3 minutes)"
         )
     dump = subprocess.run(
         ["bash", "-c", f'source "{ENV_SCRIPT}" >/dev/null && env -0'],
@@ -54,7 +55,8 @@ def stack_outputs(stack: str, name: str) -> object:
         capture_output=True, text=True, env=pulumi_environ(), cwd=PROJECT_ROOT,
     )
     if result.returncode != 0:
-        raise SystemExit(f"ml-deploy: cannot read the outputs of stack {stack!r}: {result.stderr.strip()}")
+        why = next((line for line in result.stderr.splitlines() if line.strip()), "no output")
+        raise CliError(f"cannot read the outputs of stack {stack!r}: {why.strip()}")
     return json.loads(result.stdout or "null")
 
 
@@ -63,7 +65,7 @@ def stack_service(stack: str, service: str) -> dict[str, object]:
     services = stack_outputs(stack, "services") or {}
     assert isinstance(services, dict)
     if service not in services:
-        raise SystemExit(
-            f"ml-deploy: stack {stack!r} has no service {service!r}; it has: {', '.join(services) or 'none'}"
+        raise CliError(
+            f"stack {stack!r} has no service {service!r}; it has: {', '.join(services) or 'none'}"
         )
     return services[service]

@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cli import offline
-from cli.engine import EngineMissing, stack_outputs
+from cli import errors
+from cli.engine import stack_outputs
+from cli.errors import CliError
 from infra import config
 from infra.config import ConfigError
 
 DEFAULT_TAIL = 200
 
 
-class LogsError(Exception):
+class LogsError(CliError):
     """The log cannot be read; the message says why and what to do."""
 
 
@@ -55,7 +57,7 @@ def locate(stack: str, service: str, root: Path = config.PROJECT_ROOT) -> dict[s
     """The service's log source: its `logs` stack output, or what the stack config implies."""
     try:
         services = stack_outputs(stack, "services") or {}
-    except (SystemExit, EngineMissing):
+    except CliError:  # no engine, or no state yet: the config may still say where the log is
         services = {}
     found = services.get(service) if isinstance(services, dict) else None
     if isinstance(found, dict) and isinstance(found.get("logs"), dict):
@@ -161,13 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=int, default=DEFAULT_TAIL, help=f"lines to print (default {DEFAULT_TAIL})")
     parser.add_argument("--kubeconfig", help="AKS: the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", help="AKS: the kubeconfig context to use")
+    errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+    with errors.one_line("ml-deploy logs", args.debug):
         source = locate(args.stack, args.service)
         sys.stdout.write(read(source, args.tail, kubeconfig=args.kubeconfig, context=args.context))
-    except (LogsError, ConfigError, FileNotFoundError) as err:
-        print(f"ml-deploy logs: {err}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 import yaml
+from google.protobuf import struct_pb2
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
@@ -87,19 +88,52 @@ class Recording:
         return chain
 
 
-def _split_secrets(value: Any, path: str, secrets: set[str]) -> Any:
+def _number(value: float) -> int | float:
+    # The wire carries every number as a double; an integral one was an int in the program.
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _plain(value: Any, path: str, secrets: set[str]) -> Any:
+    """A deserialized value with secrets unwrapped (recorded at their own path) and assets hashed."""
     if rpc.is_rpc_secret(value):
         secrets.add(path)
-        return _split_secrets(rpc.unwrap_rpc_secret(value), path, secrets)
+        return _plain(rpc.unwrap_rpc_secret(value), path, secrets)
     if isinstance(value, dict):
-        return {k: _split_secrets(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+        return {k: _plain(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_split_secrets(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+        return [_plain(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    if isinstance(value, float):
+        return _number(value)
     if isinstance(value, pulumi.FileAsset):
         # The engine diffs assets by content hash, so the recording does too.
         source = Path(str(value.path))
         return {"fileAsset": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     return value
+
+
+def _decode(value: Any, path: str, secrets: set[str]) -> Any:
+    """A registration's wire value as plain data, each secret recorded at exactly its own path.
+
+    `rpc.deserialize_properties` pushes a nested secret up to the top-level property that holds
+    it (a container group whose one env var is secret comes back as an all-secret `containers`);
+    the engine keeps secrets where the program put them, so the plan hides only those values.
+    """
+    if isinstance(value, struct_pb2.Struct):
+        sig = value[rpc._special_sig_key] if rpc._special_sig_key in value else None
+        if sig == rpc._special_secret_sig:
+            secrets.add(path)
+            return _decode(value["value"], path, secrets) if "value" in value else None
+        if sig is not None:  # assets, archives, resource references: one value
+            return _plain(rpc.deserialize_property(value), path, secrets)
+        out = {}
+        for key, item in value.items():
+            decoded = _decode(item, f"{path}.{key}" if path else key, secrets)
+            if decoded is not None:  # absent and null are the same input
+                out[key] = decoded
+        return out
+    if isinstance(value, struct_pb2.ListValue):
+        return [_decode(item, f"{path}[{i}]", secrets) for i, item in enumerate(value)]
+    return _plain(rpc.deserialize_property(value), path, secrets)
 
 
 def _short_hash(*parts: str) -> str:
@@ -222,7 +256,7 @@ class RecordingMonitor(MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             return response
         secrets: set[str] = set()
-        inputs = _split_secrets(rpc.deserialize_properties(request.object), "", secrets)
+        inputs = _decode(request.object, "", secrets)
         self.recorded.append(
             Recorded(
                 urn=response.urn,
@@ -250,7 +284,10 @@ def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
     path = root / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no stack config {path.name} in {root}")
-    data = yaml.safe_load(path.read_text()) or {}
+    with path.open() as f:  # a YAML error then names the file
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
+        raise ValueError(f"{path.name}: expected a mapping with a `config:` mapping")
     return config_values(data.get("config") or {})
 
 

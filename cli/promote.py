@@ -24,7 +24,9 @@ from typing import Any, Optional
 import yaml
 
 from cli import offline
+from cli import errors
 from cli.engine import pulumi_environ
+from cli.errors import CliError
 from content.model import BundledModel
 from infra import config, promotion
 from infra.config import PROJECT, PROJECT_ROOT, ConfigError
@@ -34,7 +36,7 @@ PROMOTED = f"{PROJECT}:promoted"
 NOT_DEPLOYED = "(not deployed)"
 
 
-class PromotionError(Exception):
+class PromotionError(CliError):
     """The promotion cannot be pinned; the message says why and what to do."""
 
 
@@ -220,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", required=True, help="the stack whose images and model versions to pin")
     parser.add_argument("--to", dest="target", required=True, help="the stack that will run them (Pulumi.<to>.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
     path = PROJECT_ROOT / f"Pulumi.{args.target}.yaml"
-    try:
+    with errors.one_line("ml-deploy promote", args.debug):
         if args.source == args.target:
             raise PromotionError(f"a stack cannot promote from itself ({args.source!r})")
         if not path.exists():
@@ -244,9 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             raise ConfigError(problems)
         text = write_pins(path, args.source, args.target, pins)
-    except (PromotionError, ConfigError) as err:
-        print(f"ml-deploy promote: {err}", file=sys.stderr)
-        return 2
     print(render(args.source, args.target, changes(pins, read_outputs(args.target))))
     if args.dry_run:
         print(f"\n--dry-run: {path.name} left as it is.")

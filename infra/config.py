@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Optional, TypeVar
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -65,6 +67,16 @@ def _existing_path(value: str, info: ValidationInfo, kind: str) -> Path:
     if not path.exists():
         raise ValueError(f"{kind} {value!r} does not exist (looked at {path})")
     return path
+
+
+def offline() -> bool:
+    """Whether the program runs under Pulumi's mocks (`./ml-deploy plan`/`diff`, the tests) rather
+    than the engine: machine-local files that only the deployment itself opens (a kubeconfig) may be
+    missing there, since nothing is contacted."""
+    from pulumi.runtime import settings
+    from pulumi.runtime.mocks import MockMonitor
+
+    return isinstance(getattr(settings.SETTINGS, "monitor", None), MockMonitor)
 
 
 _DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
@@ -138,6 +150,42 @@ class ImageBase(Strict):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+ENTRY_POINTS = ("init", "run")
+"""What Azure ML calls in a scoring script: `init()` once per process, `run(data)` per request."""
+
+
+def script_problem(path: Path) -> Optional[str]:
+    """Why `path` cannot be a scoring script (it does not compile, or binds no `init`/`run` at its
+    top level), naming the file and line; None when it can. Nothing of it is run."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as err:
+        where = f"{path}, line {err.lineno}" + (f", column {err.offset}" if err.offset else "")
+        return f"execution script {where}: {err.msg} (it would fail the image's first start)"
+    except ValueError as err:  # null bytes
+        return f"execution script {path}: {err}"
+    bound: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try)):
+            # Definitions under `if`/`try` at the top level (optional imports): accepted as bound.
+            bound.update(n.name for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            bound.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+            bound.update((a.asname or a.name).split(".")[0] for n in ast.walk(node)
+                         if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names)
+    missing = [name for name in ENTRY_POINTS if name not in bound]
+    if missing:
+        return (f"execution script {path}: defines no {' and no '.join(f'{m}()' for m in missing)} at its top level "
+                "(Azure ML calls init() once, then run(data) for each request)")
+    return None
+
+
 BUILD_KEYS = ("execution_script", "conda_file", "pip_requirements", "base_image")
 """What only a stack that builds its images sets on them."""
 
@@ -158,6 +206,9 @@ class ImageConfig(ImageBase):
         path = _existing_path(str(value), info, "execution script")
         if path.suffix != ".py" or not path.is_file():
             raise ValueError(f"execution script {value!r} must be a .py file")
+        problem = script_problem(path)
+        if problem:
+            raise ValueError(problem)
         return path
 
     @field_validator("conda_file", mode="before")
@@ -570,11 +621,36 @@ def project_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return raw
 
 
+PROVIDER_NAMESPACES = ("azure-native", "kubernetes", "docker-build", "random", "pulumi")
+"""Config namespaces read by someone other than this program: the providers it uses (each reads its
+own, e.g. `azure-native:location`) and the engine's (`pulumi:`)."""
+
+
+def namespace_problems(keys: Iterable[str]) -> list[str]:
+    """A config key in a namespace nobody reads (`mldeploy:services`): a typo that would silently
+    deploy nothing, so an error naming the key and the closest namespace."""
+    known = (PROJECT, *PROVIDER_NAMESPACES)
+    problems = []
+    for key in sorted(keys):
+        namespace, sep, rest = key.partition(":")
+        if not sep or namespace in known:
+            continue
+        close = difflib.get_close_matches(namespace, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}:{rest}? " if close else ""
+        problems.append(f"{key}: unknown config namespace {namespace!r}: {hint}this program reads {PROJECT}: keys "
+                        f"and its providers' ({', '.join(PROVIDER_NAMESPACES)})")
+    return problems
+
+
 def load() -> StackConfig:
     """Read this stack's `ml-deploy:` config from the Pulumi engine (or its mocks) and validate it."""
     # The SDK exposes no listing of config keys; the runtime's config map is where the engine puts
-    # them, and listing it is how a misspelt top-level key becomes an error instead of a silent no-op.
-    return parse(project_values(pulumi.runtime.config.CONFIG.get()), stack=pulumi.get_stack())
+    # them, and listing it is how a misspelt key or namespace becomes an error instead of a silent no-op.
+    values = pulumi.runtime.config.CONFIG.get()
+    problems = namespace_problems(values)
+    if problems:
+        raise ConfigError(problems)
+    return parse(project_values(values), stack=pulumi.get_stack())
 
 
 def _decode(value: Any) -> Any:

@@ -106,6 +106,23 @@ def assert_rejected(config: dict, path: str, words: str) -> None:
     assert [t for t in recorded if t != "pulumi:pulumi:Stack"] == [], "resources registered despite bad config"
 
 
+def git_project(repo: Path, model_file: Path) -> Path:
+    """The project's tracked files in a new git repository at `repo`, committed, with the trained
+    model in models/ untracked (as scripts/setup leaves it)."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "models").mkdir(exist_ok=True)
+    shutil.copy(model_file, repo / "models" / model_file.name)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    return repo
+
+
 def inputs_by_urn(rec) -> dict:
     return {r.urn: r.inputs for r in rec.resources}
 

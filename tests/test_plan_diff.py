@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cli import diff
-from tests.helpers import ROOT, TEMPLATES, run_config
+from tests.helpers import ROOT, TEMPLATES, git_project, run_config
 
 GROUP = "azure-native:containerinstance:ContainerGroup"
 IMAGE = "docker-build:index:Image"
@@ -130,10 +130,28 @@ def test_more_memory_replaces_the_aci_group_deleting_it_first_and_hides_the_secr
     # asks for the replacement, and deletes first since the group's name is fixed.
     assert group.replaced_by == ["containers[0].resources.requests.memoryInGB (program's replace_on_changes)"]
     assert group.delete_before_replace
-    # The container list holds the auth keys, so the whole list is secret: path shown, values hidden.
+    # The container list also holds the auth keys: exactly those are hidden, the memory is shown
+    # (as the integer it is).
     text = diff.render_text([d], "base")
-    assert "containers[0].resources.requests.memoryInGB: [secret]" in text
-    assert "2.0" not in text
+    assert "containers[0].resources.requests.memoryInGB: 1 => 2" in text
+    assert "2.0" not in text and "[secret]" not in text  # the keys did not change, so they are not listed
+
+
+def test_created_resources_show_their_inputs_with_only_the_secret_values_hidden(config):
+    base = [r for r in plan(config) if r["type"] != GROUP]
+    d = diff.compare_resources(base, plan(config), "dev")
+    group = change(d, "diabetes-aci-group")
+    assert group.op == "create"
+    shown = {p.path: p for p in group.paths}
+    assert shown["containers[0].resources.requests.cpu"].new == 1
+    assert shown["containers[0].environmentVariables[13].secureValue"].secret
+    assert not shown["containers[0].image"].secret
+    text = diff.render_text([d], "base")
+    assert "containers[0].environmentVariables[13].secureValue: [secret]" in text
+    assert 'containers[0].environmentVariables[13].name: "SCORING_AUTH_KEYS"' in text
+    assert "containers[0].resources.requests.memoryInGB: 1" in text
+    keys = [p.new for p in group.paths if p.secret]
+    assert keys and not any(str(k) in text for k in keys)
 
 
 def test_a_changed_tag_is_an_update_that_shows_both_values(config):
@@ -142,8 +160,9 @@ def test_a_changed_tag_is_an_update_that_shows_both_values(config):
     d = plan_diff(config, after)
     assert set(ops(d).values()) == {"update"}
     group = change(d, "diabetes-aci-group")
-    assert [(p.path, p.old, p.new) for p in group.paths] == [("tags", None, {"description": "scores diabetes progression"})]
-    assert '(absent) => {"description": "scores diabetes progression"}' in diff.render_text([d], "base")
+    # A value added where there was none is walked down to its scalars: nothing is shown cut.
+    assert [(p.path, p.old, p.new) for p in group.paths] == [("tags.description", None, "scores diabetes progression")]
+    assert 'tags.description: (absent) => "scores diabetes progression"' in diff.render_text([d], "base")
 
 
 def test_a_renamed_workspace_deletes_and_creates_everything_it_names(config):
@@ -214,18 +233,7 @@ def test_markdown_is_labelled_offline_and_carries_the_marker(config):
 
 def test_diff_command_compares_a_commit_with_the_working_tree(tmp_path: Path, model_files):
     """A copy of the project as a git repository: commit, edit score.py and memory_gb, run the command."""
-    repo = tmp_path / "repo"
-    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
-    for name in filter(None, tracked.decode().split("\0")):
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    (repo / "models").mkdir()
-    shutil.copy(model_files[0], repo / "models" / model_files[0].name)  # untracked, like scripts/setup's
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    repo = git_project(tmp_path / "repo", model_files[0])
 
     script = repo / "scoring_templates" / "sklearn" / "score.py"
     script.write_text(script.read_text() + "\n# a new line\n")

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from components.aks_service import AcceleratorRequest, AksService
 from components.kubernetes_cluster import KubernetesCluster, KubernetesClusterArgs, RegistryCredentials
-from infra.config import PROJECT_ROOT, StackConfig, Strict, expand
+from infra.config import PROJECT_ROOT, StackConfig, Strict, expand, offline
 from infra.targets import DeployContext, Deployed, Target, pushed_image_problem, register
 from infra.targets.aks import KubernetesWorkload, workload_args, workload_problems
 from infra.vm_sizes import RESOURCES
@@ -31,6 +31,14 @@ class PullSecretConfig(Strict):
     username: str = Field(min_length=1)
     password: str = Field(min_length=1)
     """Set it as a secret: `pulumi config set --secret --path 'ml-deploy:kubernetes_clusters[0].image_pull_secret.password'`."""
+
+
+_OFFLINE_KUBECONFIG = """# offline plan: no kubeconfig at {path}; a stand-in (nothing is contacted)
+apiVersion: v1
+kind: Config
+clusters: []
+contexts: []
+"""
 
 
 def _kubeconfig_text(value: str) -> Optional[str]:
@@ -66,13 +74,20 @@ class KubernetesClusterConfig(Strict):
             return value
         path = Path(expand(value))
         path = path if path.is_absolute() else (info.context or {}).get("root", PROJECT_ROOT) / path
-        if not path.is_file():
+        if not path.is_file() and not offline():
             raise ValueError(f"no kubeconfig file at {path}")
         return str(path)
 
     def kubeconfig_text(self) -> str:
-        """The kubeconfig's text, read from its file when it is a path."""
-        return _kubeconfig_text(self.kubeconfig) or Path(self.kubeconfig).read_text()
+        """The kubeconfig's text, read from its file when it is a path. In an offline plan a missing
+        file (the lab's, before `scripts/lab up`) is a stand-in naming it: nothing is contacted."""
+        text = _kubeconfig_text(self.kubeconfig)
+        if text is not None:
+            return text
+        path = Path(self.kubeconfig)
+        if not path.is_file() and offline():
+            return _OFFLINE_KUBECONFIG.format(path=path)
+        return path.read_text()
 
 
 class KubernetesServiceConfig(KubernetesWorkload):
@@ -85,7 +100,7 @@ class KubernetesServiceConfig(KubernetesWorkload):
 def _context_problems(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
     for i, cluster in enumerate(cfg.section("kubernetes_clusters", KubernetesClusterConfig)):
-        if cluster.context is None:
+        if cluster.context is None or (offline() and not Path(cluster.kubeconfig).is_file()):
             continue
         data: Any = yaml.safe_load(cluster.kubeconfig_text()) or {}
         contexts = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict)]
