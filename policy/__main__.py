@@ -1,7 +1,7 @@
 """The ml-deploy policy pack: every rule of `policy/rules.py` as a pulumi-policy resource validation.
 
-Started by the Pulumi CLI (`pulumi preview --policy-pack policy/run`), never imported by tests:
-constructing the PolicyPack starts the analyzer's gRPC server.
+Started by the Pulumi CLI (`pulumi preview --policy-pack "$PWD/policy/run"`), never imported by
+tests: constructing the PolicyPack starts the analyzer's gRPC server.
 """
 
 import os
@@ -11,13 +11,15 @@ from pathlib import Path
 from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy
 
 PACK = Path(__file__).resolve().parent
-# rules.py imports infra/vm_sizes.py and serving/settings.py from the project beside the pack.
+# rules.py imports infra/vm_sizes.py, serving/settings.py and content/edge_manifest.py from the
+# project beside the pack.
 sys.path.insert(0, str(PACK.parent))
 
-from policy.rules import promoted_stacks_from_files, rules  # noqa: E402
+from policy.rules import promoted_stacks_from_files, rules, stack_root  # noqa: E402
 
-# The folder of the stack files: the program's directory, where the CLI starts the pack (run sets it).
-STACK_ROOT = Path(os.environ.get("ML_DEPLOY_STACK_ROOT", PACK.parent))
+# The folder of the stack files: the project folder above where the CLI started the pack (`run`
+# passes it on), which is the program's folder, infra/, not the project's.
+STACK_ROOT = stack_root(os.environ, Path.cwd())
 
 PolicyPack(
     name="ml-deploy",

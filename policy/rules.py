@@ -9,10 +9,15 @@ The stack a resource belongs to is read from its URN (`urn:pulumi:<stack>::<proj
 Python analyzer of pulumi-policy 1.21 learns the stack name only from `PULUMI_STACK`, which the
 CLI sets for packs started through a language host but not for a pack started as an executable
 (pkg/resource/plugin/analyzer_plugin.go, v3.260.0), which is how this pack runs here.
+
+`evaluate` runs every rule over an offline plan's resources (cli/offline.py's recording), so that
+`./ml-deploy plan` and `diff` report what the pack would, without an engine. This module imports
+neither pulumi nor pulumi_policy: it runs in the program's venv as well as in the pack's.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +25,13 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 import yaml
 
+from content import edge_manifest
 from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, VM_VCPUS, lifecycle
 from serving.settings import AUTH_KEYS
 
-# Stacks where speed beats safety: nothing has to be protected there.
-UNPROTECTED_STACKS = frozenset({"dev", "local"})
+# Stacks where speed beats safety: nothing has to be protected there. `lab` runs everything on
+# 127.0.0.1 (scripts/lab) and its tests destroy it (tests/test_lab_stack.py), which protect would refuse.
+UNPROTECTED_STACKS = frozenset({"dev", "local", "lab"})
 PROJECT = "ml-deploy"
 PROMOTE_FROM_KEY = f"{PROJECT}:promote_from"
 CLUSTER_PURPOSE_TAG = "ml-deploy-cluster-purpose"
@@ -57,6 +64,38 @@ def stack_of(urn: str) -> str:
     return urn.split("::", 1)[0].split(":", 2)[2]
 
 
+# ---- where the stack files are -------------------------------------------------------------------
+
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.yml")
+STACK_ROOT_ENV = "ML_DEPLOY_STACK_ROOT"
+"""Set it to read the stack files from a folder of your choice."""
+PLUGIN_PWD_ENV = "ML_DEPLOY_PLUGIN_PWD"
+"""Where the CLI started the pack (`policy/run` sets it before it changes to the pack's folder)."""
+
+
+def project_root(start: Path) -> Path:
+    """The project's folder: `start` or its nearest ancestor holding `Pulumi.yaml`, the way the CLI
+    finds its project from where it runs; `start` itself when none does."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if any((folder / name).is_file() for name in PROJECT_FILES):
+            return folder
+    return start
+
+
+def stack_root(environ: Mapping[str, str], cwd: Path) -> Path:
+    """The folder of the `Pulumi.<stack>.yaml` files the rules read: `ML_DEPLOY_STACK_ROOT` when set,
+    else the project folder above the directory the CLI started the pack in.
+
+    That directory is the program's, not the project's: the CLI starts an executable pack with its
+    plugin context's working directory (pkg/resource/plugin/analyzer_plugin.go, NewPolicyAnalyzer,
+    v3.260.0), which is the project's `main` folder (`infra/` here, pkg/engine/project.go GetPwdMain).
+    """
+    if environ.get(STACK_ROOT_ENV):
+        return Path(environ[STACK_ROOT_ENV])
+    return project_root(Path(environ.get(PLUGIN_PWD_ENV) or cwd))
+
+
 # ---- registry-admin-user-off -------------------------------------------------------------------
 
 REGISTRY = "azure-native:containerregistry:Registry"
@@ -82,6 +121,9 @@ DYNAMIC = "pulumi-python:dynamic:Resource"
 HTTPS_PORT = 443
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _env_names(containers: Iterable[Mapping[str, Any]], key: str) -> set[str]:
     return {str(e.get("name")) for c in containers for e in (c.get(key) or []) if isinstance(e, Mapping)}
 
@@ -91,6 +133,93 @@ def _public_container_group(props: Mapping[str, Any]) -> bool:
     return str(ip.get("type", "")).lower() == "public"
 
 
+# ---- IoT Edge deployment manifests -------------------------------------------------------------------
+
+EDGE_DEVICE_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:DeviceDeployment"
+EDGE_HUB_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:HubDeployment"
+"""providers/iot_hub.py's deployments: one device's content, and a deployment at scale."""
+EDGE_DEPLOYMENTS = frozenset({EDGE_DEVICE_DEPLOYMENT, EDGE_HUB_DEPLOYMENT})
+
+
+@dataclass(frozen=True)
+class EdgeModule:
+    """A custom module of an IoT Edge deployment manifest, as the rules read it."""
+
+    name: str
+    image: str
+    options: Optional[Mapping[str, Any]]
+    """The Docker create options, joined from their chunks; None when they are not a JSON object."""
+    env: Mapping[str, str]
+    """The module twin's `env` (where ml-deploy puts the auth keys)."""
+
+
+def edge_modules(props: Mapping[str, Any]) -> Optional[list[EdgeModule]]:
+    """The custom modules (not edgeAgent or edgeHub) of a deployment's manifest, its `content`
+    input (JSON text); None when there is no manifest to read."""
+    content = props.get("content")
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(content, Mapping):
+        return None
+    agent = ((content.get("modulesContent") or {}).get("$edgeAgent") or {}).get("properties.desired")
+    if not isinstance(agent, Mapping):
+        return None
+    found = []
+    for name, module in (agent.get("modules") or {}).items():
+        settings = module.get("settings") or {}
+        options: Optional[Mapping[str, Any]] = {}
+        if edge_manifest.CREATE_OPTIONS in settings:
+            try:
+                joined = json.loads(edge_manifest.joined(settings))
+            except json.JSONDecodeError:
+                joined = None
+            options = joined if isinstance(joined, Mapping) else None
+        env = {str(k): str((v or {}).get("value", "")) for k, v in (module.get("env") or {}).items()
+               if isinstance(v, Mapping) or v is None}
+        found.append(EdgeModule(str(name), str(settings.get("image") or ""), options, env))
+    return found
+
+
+def published_ports(options: Mapping[str, Any]) -> list[str]:
+    """What a module's create options make reachable from outside the device: port bindings on an
+    address other than loopback (Docker binds every address when `HostIp` is empty), every exposed
+    port with `PublishAllPorts`, every port the process opens with the host's network."""
+    host = options.get("HostConfig") or {}
+    if str(host.get("NetworkMode") or "").lower() == "host":
+        return ["every port (NetworkMode: host)"]
+    if host.get("PublishAllPorts") is True:
+        return ["every exposed port (PublishAllPorts)"]
+    found = []
+    for container_port, bindings in (host.get("PortBindings") or {}).items():
+        # An empty binding list still publishes the port, on a port Docker picks.
+        for binding in bindings or [{}]:
+            if str(binding.get("HostIp") or "") not in LOOPBACK:
+                found.append(f"{binding.get('HostPort') or 'any'}->{container_port}")
+    return found
+
+
+def _edge_module_auth(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    modules = edge_modules(args.props)
+    if modules is None:
+        if "content" in args.props:
+            report_violation("the deployment's content is not an IoT Edge manifest: its modules cannot be checked")
+        return
+    for module in modules:
+        if module.options is None:
+            report_violation(f"module {module.name}: its createOptions are not a JSON object, so what it "
+                             "publishes cannot be checked")
+            continue
+        ports = published_ports(module.options)
+        env = {str(e).partition("=")[0]: str(e).partition("=")[2] for e in module.options.get("Env") or []}
+        keys = module.env.get(AUTH_KEYS) or env.get(AUTH_KEYS)
+        if ports and not keys:
+            report_violation(f"module {module.name} publishes {', '.join(ports)} on the device without auth: "
+                             f"no {AUTH_KEYS} in its env (set auth_enabled: true on the service)")
+
+
 def public_service_auth(args: ResourceArgs, report_violation: ReportViolation) -> None:
     """Every service reachable from outside its host checks a key.
 
@@ -98,10 +227,13 @@ def public_service_auth(args: ResourceArgs, report_violation: ReportViolation) -
     AKS: a Deployment's scoring container must read `SCORING_AUTH_KEYS` (the services front it with a
     LoadBalancer, a public IP on AKS). Local: a service process with auth off is compliant only on
     127.0.0.1, where it always listens (providers/local.py), so it is flagged when a `host` input
-    says otherwise.
+    says otherwise. IoT Edge: a module of a deployment that publishes a port on the device (on an
+    address other than loopback, see `published_ports`) must have the keys in its env.
     """
     props = args.props
-    if args.resource_type == CONTAINER_GROUP and _public_container_group(props):
+    if args.resource_type in EDGE_DEPLOYMENTS:
+        _edge_module_auth(args, report_violation)
+    elif args.resource_type == CONTAINER_GROUP and _public_container_group(props):
         if AUTH_KEYS not in _env_names(props.get("containers") or [], "environmentVariables"):
             report_violation(f"public container group without auth: no {AUTH_KEYS} in its containers "
                              "(set auth_enabled: true on the service)")
@@ -112,7 +244,7 @@ def public_service_auth(args: ResourceArgs, report_violation: ReportViolation) -
                              "services are exposed through a LoadBalancer (set auth_enabled: true)")
     elif args.resource_type == DYNAMIC and "auth_enabled" in props and "service" in props:
         host = str(props.get("host") or "127.0.0.1")
-        if props.get("auth_enabled") is not True and host not in ("127.0.0.1", "localhost", "::1"):
+        if props.get("auth_enabled") is not True and host not in LOOPBACK:
             report_violation(f"local service {props.get('service')} listens on {host} without auth")
 
 
@@ -147,6 +279,9 @@ STATEFUL_TYPES = frozenset({
     "azure-native:machinelearningservices:Workspace",
     "azure-native:machinelearningservices:ModelContainer",
     "azure-native:containerservice:ManagedCluster",
+    # Deleting a hub deletes every device identity in it: each provisioned device must be
+    # provisioned again (components/iot_hub.py protects it with the workspace).
+    "azure-native:iothub:IotHubResource",
 })
 """Resources whose loss loses data or identity (what `workspace.protect` protects on Azure)."""
 
@@ -158,7 +293,7 @@ def _local_model_registry(args: ResourceArgs) -> bool:
 
 
 def stateful_resources_protected(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """Stateful resources carry `protect` on every stack except dev and local."""
+    """Stateful resources carry `protect` on every stack except dev, local and lab."""
     stack = stack_of(args.urn)
     if stack in UNPROTECTED_STACKS:
         return
@@ -194,12 +329,17 @@ def _images(args: ResourceArgs) -> list[str]:
     if args.resource_type == K8S_DEPLOYMENT:
         pod = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
         return [str(c.get("image")) for c in pod.get("containers") or [] if c.get("image")]
+    if args.resource_type in EDGE_DEPLOYMENTS:
+        # The custom modules only: edgeAgent and edgeHub are the IoT Edge runtime, which
+        # content/edge_manifest.py points at Microsoft's minor-version tags on purpose.
+        return [m.image for m in edge_modules(props) or [] if m.image]
     return []
 
 
 def promoted_images_by_digest(promoted: Callable[[str], bool]) -> Callable[[ResourceArgs, ReportViolation], None]:
     """In a promoted stack (`ml-deploy:promote_from` set), every image is referenced by digest, so
-    that it runs exactly what was tested in the source stack; a tag can move, a digest cannot."""
+    that it runs exactly what was tested in the source stack; a tag can move, a digest cannot.
+    Container groups, Deployments and the modules of IoT Edge deployments."""
     def validate(args: ResourceArgs, report_violation: ReportViolation) -> None:
         if not promoted(stack_of(args.urn)):
             return
@@ -276,6 +416,134 @@ def aks_fastprod_capacity(args: ResourceArgs, report_violation: ReportViolation)
                          f"{FASTPROD_MIN_NODES} nodes and {FASTPROD_MIN_VCPUS} vCPUs (or tag it DevTest)")
 
 
+# ---- IoT hubs ---------------------------------------------------------------------------------------
+
+IOT_HUB = "azure-native:iothub:IotHubResource"
+MIN_TLS = (1, 2)
+DEVICE_CONNECT = "DeviceConnect"
+
+
+def _hub_properties(args: ResourceArgs) -> Mapping[str, Any]:
+    return args.props.get("properties") or {}
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        return ()
+
+
+def iot_hub_min_tls(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """An IoT hub refuses clients below TLS 1.2 (`properties.minTlsVersion: "1.2"`).
+
+    Unset, the hub takes every TLS version Azure still serves; with it, IoT Hub accepts only
+    TLS 1.2+ and strong cipher suites (learn.microsoft.com/azure/iot-hub/iot-hub-tls-support).
+    It can only be given when the hub is created (azure.github.io/PSRule.Rules.Azure
+    Azure.IoTHub.MinTLS: "read-only and cannot be changed once your IoT Hub resource is created"),
+    and re-creating a hub means provisioning every device again: so it is checked before creation.
+    """
+    if args.resource_type != IOT_HUB:
+        return
+    version = _hub_properties(args).get("minTlsVersion")
+    if _version(version) < MIN_TLS:
+        shown = f"minTlsVersion {version!r}" if version is not None else "no minTlsVersion"
+        report_violation(f"IoT hub with {shown}: it accepts clients below TLS 1.2, and the setting can only be "
+                         "given when the hub is created (minTlsVersion: \"1.2\")")
+
+
+def _rights(policy: Mapping[str, Any]) -> set[str]:
+    return {r.strip() for r in str(policy.get("rights") or "").split(",") if r.strip()}
+
+
+def iot_hub_local_auth_scoped(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """With local (SAS) auth on, an IoT hub declares its shared access policies, and none of them
+    grants DeviceConnect.
+
+    A hub created without `authorizationPolicies` gets Azure's five default policies, among them
+    `iothubowner` with every permission and `device` with DeviceConnect
+    (learn.microsoft.com/azure/iot-hub/iot-hub-dev-guide-sas). A hub-level key with DeviceConnect
+    reaches the device-facing endpoints of every device, where "individual device credentials ...
+    scope access to that device only" (same page): devices authenticate with their own keys.
+    `disableLocalAuth: true` turns hub-level keys off altogether ("SAS tokens with Iot hub scoped
+    SAS keys cannot be used", azure-native's IotHubProperties) and passes.
+    """
+    if args.resource_type != IOT_HUB:
+        return
+    props = _hub_properties(args)
+    if props.get("disableLocalAuth") is True:
+        return
+    policies = props.get("authorizationPolicies")
+    if policies is None:
+        report_violation("IoT hub without authorizationPolicies: Azure gives it its default shared access policies, "
+                         "iothubowner with every right and device with DeviceConnect; declare the ones the stack uses "
+                         "(or disableLocalAuth: true)")
+        return
+    for policy in policies:
+        if DEVICE_CONNECT in _rights(policy):
+            report_violation(f"shared access policy {policy.get('keyName')!r} grants DeviceConnect: one hub-level key "
+                             "that can act for every device; devices use their own keys")
+
+
+def _accepts_some_addresses(rule: Mapping[str, Any]) -> bool:
+    return str(rule.get("action") or "").lower() == "accept" and str(rule.get("ipMask") or "") not in ("", "0.0.0.0/0")
+
+
+def iot_hub_network_restricted(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """Advisory: an IoT hub is not open to every network: public network access off (devices reach
+    it through a private endpoint), or IP filter rules that accept only some addresses.
+
+    Unset, `publicNetworkAccess` is Enabled with no IP filter: the portal's "All networks", which
+    accepts every address (learn.microsoft.com/azure/iot-hub/iot-hub-ip-filtering,
+    learn.microsoft.com/azure/iot-hub/virtual-network-support). Advisory: edge devices at a plant
+    usually reach the hub over the internet, from addresses the stack does not know.
+    """
+    if args.resource_type != IOT_HUB:
+        return
+    props = _hub_properties(args)
+    if str(props.get("publicNetworkAccess") or "").lower() == "disabled":
+        return
+    if any(_accepts_some_addresses(r) for r in props.get("ipFilterRules") or []):
+        return
+    rule_set = props.get("networkRuleSets") or {}
+    if str(rule_set.get("defaultAction") or "").lower() == "deny":
+        return
+    report_violation("IoT hub reachable from every network: public network access is on and no IP filter "
+                     "narrows it (publicNetworkAccess: Disabled with a private endpoint, or ipFilterRules)")
+
+
+# ---- registry-tokens-pull-only ---------------------------------------------------------------------
+
+SCOPE_MAP = "azure-native:containerregistry:ScopeMap"
+REGISTRY_TOKEN = "azure-native:containerregistry:Token"
+# Repository actions (learn.microsoft.com/azure/container-registry/container-registry-repository-scoped-permissions):
+# content/write pushes, content/delete deletes, metadata/write enables or disables read, write and
+# delete operations; content/read and metadata/read only read.
+WRITE_ACTIONS = ("/content/write", "/content/delete", "/metadata/write")
+# The registry's system-defined scope maps that write (the same page): they apply to every repository.
+WRITING_SYSTEM_SCOPE_MAPS = frozenset({"_repositories_admin", "_repositories_push", "_repositories_push_metadata_write"})
+
+
+def registry_tokens_pull_only(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """Registry tokens only pull: no scope map grants a write, delete or metadata-write action, and no
+    token uses a system scope map that does.
+
+    Tokens here are the IoT Edge devices' (components/iot_edge_service.py): a token on a device is a
+    credential anyone holding the device can read, and a push right would let them replace the
+    image every device runs. Pushes use the identity of whoever runs `pulumi up`.
+    """
+    if args.resource_type == SCOPE_MAP:
+        writes = [str(a) for a in args.props.get("actions") or [] if str(a).endswith(WRITE_ACTIONS)]
+        if writes:
+            report_violation(f"scope map grants {', '.join(writes)}: registry tokens here pull only "
+                             "(repositories/<image>/content/read)")
+    elif args.resource_type == REGISTRY_TOKEN:
+        scope_map = str(args.props.get("scopeMapId") or "").rstrip("/").rsplit("/", 1)[-1]
+        if scope_map in WRITING_SYSTEM_SCOPE_MAPS:
+            report_violation(f"token uses the system scope map {scope_map}, which writes to every repository: "
+                             "give it a scope map that pulls its one repository")
+
+
 @dataclass(frozen=True)
 class Rule:
     """One policy: its id, whether it blocks, what it checks, and its validator."""
@@ -294,7 +562,7 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
         Rule("public-service-auth", True, "Every public scoring service checks a key.", public_service_auth),
         Rule("public-service-tls", False, "Public scoring endpoints use TLS (advisory until the runtime serves TLS).",
              public_service_tls),
-        Rule("stateful-resources-protected", True, "Stateful resources are protected outside dev and local stacks.",
+        Rule("stateful-resources-protected", True, "Stateful resources are protected outside dev, local and lab stacks.",
              stateful_resources_protected),
         Rule("promoted-images-by-digest", True, "Promoted stacks run images pinned by digest.",
              promoted_images_by_digest(promoted)),
@@ -303,4 +571,82 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
              vm_sizes_retiring),
         Rule("aks-fastprod-capacity", True, "FastProd AKS clusters have at least 3 nodes and 12 vCPUs.",
              aks_fastprod_capacity),
+        Rule("iot-hub-min-tls", True, "IoT hubs refuse clients below TLS 1.2.", iot_hub_min_tls),
+        Rule("iot-hub-local-auth-scoped", True,
+             "IoT hubs with local auth declare their shared access policies, none with DeviceConnect.",
+             iot_hub_local_auth_scoped),
+        Rule("iot-hub-network-restricted", False, "IoT hubs are not open to every network (advisory).",
+             iot_hub_network_restricted),
+        Rule("registry-tokens-pull-only", True, "Registry tokens (IoT Edge devices') pull and never push.",
+             registry_tokens_pull_only),
     ]
+
+
+# ---- the rules over an offline plan -----------------------------------------------------------------
+
+class PlannedResource(Protocol):
+    """What `evaluate` reads of a resource of an offline plan (cli/offline.py's Recorded)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def urn(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
+    @property
+    def protect(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule broken by one resource."""
+
+    rule: str
+    mandatory: bool
+    urn: str
+    type: str
+    name: str
+    message: str
+
+
+@dataclass
+class _Opts:
+    protect: bool
+
+
+@dataclass
+class _Args:
+    """A planned resource as pulumi_policy.ResourceValidationArgs would show it to a validator."""
+
+    resource_type: str
+    props: Mapping[str, Any]
+    urn: str
+    name: str
+    opts: _Options
+
+
+def _urn_in_stack(resource: PlannedResource, stack: str) -> str:
+    """The resource's URN with `stack` as its stack (the rules read the stack from the URN)."""
+    urn = resource.urn
+    if urn.startswith("urn:pulumi:") and "::" in urn:
+        return f"urn:pulumi:{stack}::{urn.split('::', 1)[1]}"
+    return f"urn:pulumi:{stack}::{PROJECT}::{resource.type}::{resource.name}"
+
+
+def evaluate(resources: Iterable[PlannedResource], stack: str, stack_root: Path) -> list[Violation]:
+    """Every rule over every resource, as the pack would run them on `stack`'s preview: the stack
+    files (for `promote_from`) are read from `stack_root`, the project's folder. Violations in the
+    resources' order, then the rules'."""
+    checks = rules(promoted_stacks_from_files(stack_root))
+    found: list[Violation] = []
+    for resource in resources:
+        args = _Args(resource.type, resource.inputs, _urn_in_stack(resource, stack), resource.name,
+                     _Opts(bool(resource.protect)))
+        for rule in checks:
+            def report(message: str, urn: Optional[str] = None, rule: Rule = rule,
+                       resource: PlannedResource = resource) -> None:
+                found.append(Violation(rule.id, rule.mandatory, resource.urn, resource.type, resource.name, message))
+            rule.validate(args, report)
+    return found
