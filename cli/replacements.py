@@ -1,61 +1,139 @@
 """Which input changes make Pulumi replace a resource instead of updating it, for the types this
-program registers: the providers' own rules, vendored as small tables (the providers are not
-installed here: the engine is offline and plugin downloads are off).
+program registers: the providers' own rules (the providers are not installed here: the engine is
+offline and plugin downloads are off).
 
 A rule is a property path (`containers[*].resources`); a change at that path or under it replaces
 the resource, as every provider here decides it (pulumi-azure-native provider/pkg/provider/diff.go:
 "If the parent property causes a replacement, all child properties cause a replacement").
+
+azure-native. The provider replaces a resource (provider/pkg/provider/diff.go, calculateDetailedDiff)
+when an input changes that is a parameter of the resource's REST path, or that its metadata marks
+`forceNew`: a top-level property whose REST spec `x-ms-mutability` has "create" but not "update", or
+one of the provider's own list (provider/pkg/gen/properties.go, forceNew; provider/pkg/gen/replacement.go,
+forceNewMap). That metadata ships only inside the provider's plugin binary: the Go module proxy serves
+no pulumi-azure-native module here and the repository is too large to fetch, and the 3.29.0 Python
+SDK carries no `replace_on_changes`. So the rules are put together from:
+
+- derived, in cli/azure_native_replacements.json (written by `python -m cli.replacements_generate`
+  from the installed SDK): each type's REST API version, its path parameters (its `get_*`
+  function's parameters that are also resource inputs) and whether it takes a `location`;
+- hand-kept below, each with its source: the forceNewMap entries (FORCE_NEW_MAP), the create-only
+  properties read in the REST spec at the API version the SDK uses (SPEC_READ), the provider's own
+  storage Blob resource, whose metadata is hand-written in the provider (CUSTOM_RESOURCES), and changes
+  the provider plans as updates that Azure refuses (AZURE_REFUSES_IN_PLACE, and `location` below).
+
+`location`: Azure Resource Manager never moves a tracked resource: its `location` is set once
+(ARM RPC-Put-V1-14, as the spec linter's rule LocationMustHaveXmsMutability cites it in
+Azure/azure-openapi-validator docs/location-must-have-xms-mutability.md, which asks specs to mark it
+`x-ms-mutability: [read, create]`), and a PUT with another location fails with
+InvalidResourceLocation. Where the spec marks it so, or forceNewMap lists it, azure-native replaces
+the resource; where it does not (pulumi-azure-native issue 3053: the preview says "update" and
+`pulumi up` fails), it is refused in place here. A tracked type whose spec was not read
+(SPEC_READ) is treated as refused in place, and says so.
+
+Nested create-only properties (x-ms-mutability below the top level) do not replace the resource in
+azure-native (provider/pkg/gen/properties.go: "a non-updatable property at a subtype level ... does
+not mandate the replacement of the whole resource"); only forceNewMap adds nested ones. The specs
+were read for `location` (and, where a whole resource model was read, its other top-level
+properties); other create-only top-level properties of the types not listed in SPEC_READ are not
+known here.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
-from typing import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
 
-# pulumi-azure-native (v3) replaces a resource when (provider/pkg/provider/diff.go,
-# calculateDetailedDiff) an input that is a parameter of the resource's REST path changes, or an
-# input marked force-new changes: top-level properties that the REST spec marks create-only
-# (`x-ms-mutability` without "update"), or those in the provider's own list
-# (provider/pkg/gen/replacement.go, forceNewMap). The schema no longer carries them as
-# `willReplaceOnChanges` (the 3.28.0 SDKs emit no replaceOnChanges for these types), so the table
-# holds, for each type this program registers, its REST path parameters (the resource id's
-# `{...}` segments, by their SDK names) and the forceNewMap entries of that type. `location` is left
-# out: the program never sets it but on container groups and identities, where it is not force-new.
-AZURE_NATIVE: dict[str, tuple[str, ...]] = {
-    "azure-native:resources:ResourceGroup": ("resourceGroupName", "location"),
-    "azure-native:storage:StorageAccount": ("resourceGroupName", "accountName", "isHnsEnabled", "location"),
-    "azure-native:storage:BlobContainer": ("resourceGroupName", "accountName", "containerName"),
-    # A custom resource of the provider (not an ARM resource): the blob's address.
-    "azure-native:storage:Blob": ("resourceGroupName", "accountName", "containerName", "blobName"),
-    "azure-native:keyvault:Vault": ("resourceGroupName", "vaultName"),
-    "azure-native:operationalinsights:Workspace": ("resourceGroupName", "workspaceName"),
-    "azure-native:applicationinsights:Component": ("resourceGroupName", "resourceName"),
-    "azure-native:containerregistry:Registry": ("resourceGroupName", "registryName"),
-    "azure-native:containerregistry:ScopeMap": ("resourceGroupName", "registryName", "scopeMapName"),
-    "azure-native:containerregistry:Token": ("resourceGroupName", "registryName", "tokenName"),
-    "azure-native:iothub:IotHubResource": ("resourceGroupName", "resourceName"),
-    "azure-native:machinelearningservices:Workspace": ("resourceGroupName", "workspaceName"),
-    "azure-native:machinelearningservices:ModelContainer": ("resourceGroupName", "workspaceName", "name"),
-    "azure-native:machinelearningservices:ModelVersion": ("resourceGroupName", "workspaceName", "name", "version"),
-    "azure-native:managedidentity:UserAssignedIdentity": ("resourceGroupName", "resourceName"),
-    "azure-native:managedidentity:FederatedIdentityCredential": (
-        "resourceGroupName", "resourceName", "federatedIdentityCredentialResourceName"),
-    # Path `{scope}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}`;
-    # forceNewMap adds principalId.
-    "azure-native:authorization:RoleAssignment": ("scope", "roleAssignmentName", "principalId"),
-    "azure-native:containerinstance:ContainerGroup": ("resourceGroupName", "containerGroupName"),
+AZURE_NATIVE_PREFIX = "azure-native:"
+DATA_FILE = Path(__file__).with_name("azure_native_replacements.json")
+"""Derived from the installed SDK by cli/replacements_generate.py; tests check it matches the pin."""
+
+
+@functools.lru_cache(maxsize=1)
+def azure_native_data() -> dict[str, Any]:
+    """The generated file: `{"pulumi_azure_native": version, "types": {type: facts}}`."""
+    return json.loads(DATA_FILE.read_text())
+
+
+def sdk_facts(type_: str) -> dict[str, Any] | None:
+    """The installed SDK's facts about an azure-native type, as generated (None: not generated)."""
+    return azure_native_data()["types"].get(type_)
+
+
+# pulumi-azure-native provider/pkg/gen/replacement.go, forceNewMap: properties that replace the
+# resource whatever the spec says (module, resource, property; nested entries of the types the
+# resource embeds are spelled here with their parent, as the provider matches them one level down).
+FORCE_NEW_MAP: dict[str, tuple[str, ...]] = {
+    "azure-native:resources:ResourceGroup": ("location",),
+    "azure-native:storage:StorageAccount": ("isHnsEnabled", "location"),
+    # forceNewMap's "Authorization"/"RoleAssignment": principalId and scope (scope is also the path).
+    "azure-native:authorization:RoleAssignment": ("principalId", "scope"),
     # forceNewMap's AgentPool entries: vmSize, gpuInstanceProfile, networkProfile.nodePublicIPTags.
-    "azure-native:containerservice:AgentPool": (
-        "resourceGroupName", "resourceName", "agentPoolName", "vmSize", "gpuInstanceProfile",
-        "networkProfile.nodePublicIPTags"),
+    "azure-native:containerservice:AgentPool": ("vmSize", "gpuInstanceProfile", "networkProfile.nodePublicIPTags"),
+    # forceNewMap's ManagedCluster entries (networkProfile's are one level down).
     "azure-native:containerservice:ManagedCluster": (
-        "resourceGroupName", "resourceName",
-        # forceNewMap's ManagedCluster entries (networkProfile's are one level down).
         "diskEncryptionSetID", "dnsPrefix", "fqdnSubdomain", "linuxProfile", "location", "nodeResourceGroup",
         "windowsProfile", *(f"networkProfile.{p}" for p in (
             "serviceCidr", "serviceCidrs", "dnsServiceIP", "networkMode", "networkPlugin", "networkPluginMode",
             "podCidr", "networkDataplane", "networkPolicy", "outboundType")),
     ),
+}
+
+
+@dataclass(frozen=True)
+class SpecRead:
+    """What was read in a type's REST spec (Azure/azure-rest-api-specs) at one API version."""
+
+    api_version: str
+    """The version read; a test fails when the SDK moves to another one, so it is read again."""
+    create_only: tuple[str, ...]
+    """Top-level inputs (SDK names) that what was read marks `x-ms-mutability` create without update."""
+    source: str
+    """Where, in the spec."""
+
+
+SPEC_READ: dict[str, SpecRead] = {
+    "azure-native:managedidentity:UserAssignedIdentity": SpecRead(
+        "2023-01-31", ("location",),
+        # specification/msi/.../stable/2023-01-31/ManagedIdentity.json, definitions.Identity.
+        "Identity is allOf common-types v4 TrackedResource, whose location is x-ms-mutability [read, create]"),
+    "azure-native:operationalinsights:Workspace": SpecRead(
+        "2023-09-01", ("location",),
+        # specification/operationalinsights/.../stable/2023-09-01/Workspaces.json, definitions.Workspace.
+        "Workspace is allOf common-types v2 TrackedResource (location [read, create]); "
+        "its flattened WorkspaceProperties carry no x-ms-mutability"),
+    "azure-native:applicationinsights:Component": SpecRead(
+        "2020-02-02", ("location", "applicationType"),
+        # specification/applicationinsights/.../stable/2020-02-02/components_API.json.
+        "ComponentsResource.location and the flattened ApplicationInsightsComponentProperties."
+        "Application_Type are x-ms-mutability [create, read]"),
+    "azure-native:containerinstance:ContainerGroup": SpecRead(
+        "2024-05-01-preview", (),
+        # specification/containerinstance/.../preview/2024-05-01-preview/containerInstance.json.
+        "ContainerGroup is allOf the file's own Resource, whose location has no x-ms-mutability "
+        "(only location was read)"),
+    "azure-native:iothub:IotHubResource": SpecRead(
+        "2023-06-30", (),
+        # specification/iothub/.../stable/2023-06-30/iothub.json, definitions.IotHubDescription.
+        "IotHubDescription is allOf the file's own Resource, whose location has no x-ms-mutability; "
+        "its top-level properties (etag, properties, sku, identity) carry none either"),
+    "azure-native:keyvault:Vault": SpecRead(
+        "2024-11-01", (),
+        # specification/keyvault/.../stable/2024-11-01/keyvault.json, VaultCreateOrUpdateParameters.
+        "VaultCreateOrUpdateParameters' location, tags and properties carry no x-ms-mutability"),
+}
+
+# The provider's own resources, which are no ARM resource: no `get_*` function to derive a path
+# from, and their metadata (path and ForceNew properties) is written by hand in the provider.
+CUSTOM_RESOURCES: dict[str, tuple[str, ...]] = {
+    # provider/pkg/resources/customresources/custom_storage.go, newBlob: blobPath's parameters, and
+    # the body properties its Meta marks ForceNew (contentMd5, source, type).
+    "azure-native:storage:Blob": ("resourceGroupName", "accountName", "containerName", "blobName",
+                                  "contentMd5", "source", "type"),
 }
 
 # Changes azure-native plans as updates but Azure refuses in place: the preview says "update" and
@@ -71,6 +149,34 @@ AZURE_REFUSES_IN_PLACE: dict[str, dict[str, str]] = {
         "keyVault": "a workspace's Key Vault cannot be changed once it is created",
     },
 }
+
+
+def hand_kept_types() -> set[str]:
+    """The azure-native types the hand tables above name."""
+    return set(FORCE_NEW_MAP) | set(SPEC_READ) | set(CUSTOM_RESOURCES) | set(AZURE_REFUSES_IN_PLACE)
+
+
+def _azure_native_rules(type_: str) -> tuple[str, ...]:
+    facts = sdk_facts(type_) or {}
+    paths = CUSTOM_RESOURCES.get(type_) or tuple(facts.get("path_parameters") or ())
+    spec = SPEC_READ.get(type_)
+    rules = (*paths, *FORCE_NEW_MAP.get(type_, ()), *(spec.create_only if spec else ()))
+    return tuple(dict.fromkeys(rules))
+
+
+def _location_refusal(type_: str) -> str | None:
+    """Why a `location` change of `type_` is refused in place, where azure-native does not replace it."""
+    facts = sdk_facts(type_)
+    if not facts or not facts.get("location") or "location" in _azure_native_rules(type_):
+        return None
+    moved = "Azure does not move a resource to another region (InvalidResourceLocation, ARM RPC-Put-V1-14)"
+    spec = SPEC_READ.get(type_)
+    if spec:
+        return (f"{moved}, and azure-native plans it as an update: the REST spec at {spec.api_version} "
+                f"does not mark location create-only ({spec.source})")
+    return (f"{moved}; whether azure-native replaces or updates it was not checked against the REST spec "
+            f"at {facts.get('api_version')}")
+
 
 # pulumi-kubernetes (provider/pkg/provider/diff.go, forceNew): every object is replaced when its
 # name or namespace changes, and these fields of the kinds this program registers are immutable.
@@ -97,8 +203,8 @@ the resource names its own type. Their provider's own `diff` decides (cli/diff.p
 
 def provider_rules(type_: str) -> tuple[str, ...]:
     """The property paths whose change makes `type_`'s provider replace the resource."""
-    if type_ in AZURE_NATIVE:
-        return AZURE_NATIVE[type_]
+    if type_.startswith(AZURE_NATIVE_PREFIX):
+        return _azure_native_rules(type_)
     if type_.startswith("kubernetes:") and not type_.startswith("pulumi:providers:"):
         return KUBERNETES_METADATA + KUBERNETES.get(type_, ())
     if type_ in REPLACE_ON_ANY_CHANGE:
@@ -124,4 +230,6 @@ def refused_in_place(type_: str, path: str) -> str | None:
     for prop, why in AZURE_REFUSES_IN_PLACE.get(type_, {}).items():
         if _pattern(prop).match(path):
             return why
+    if type_.startswith(AZURE_NATIVE_PREFIX) and _pattern("location").match(path):
+        return _location_refusal(type_)
     return None
