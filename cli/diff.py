@@ -392,11 +392,12 @@ _SIGN = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
 _ORDER = {"replace": 0, "delete": 1, "create": 2, "update": 3}
 
 
-def _shown(p: PathChange) -> list[str]:
-    """A changed path as lines: `path: old => new`, a multi-line text as its changed lines."""
+def _shown(p: PathChange, created: bool = False) -> list[str]:
+    """A changed path as lines: `path: old => new` (a created resource's: `path: value`), a
+    multi-line text as its changed lines."""
     if p.secret:
         return [f"{p.path}: {SECRET}"]
-    if p.old is None:
+    if created:
         return [f"{p.path}: {show.shown(p.new)}"] if "\n" not in str(p.new) else \
             [f"{p.path}:", *(f"  | {line}" for line in str(p.new).splitlines())]
     lines = show.text_diff(p.old, p.new)
@@ -437,7 +438,7 @@ def render_text(diffs: list[StackDiff], base_label: str, head_label: str = "work
             if c.reasons:
                 lines.append(f"        replaced because: {', '.join(c.replaced_by)}")
             for p in c.paths:
-                lines += [f"        {line}" for line in _shown(p)]
+                lines += [f"        {line}" for line in _shown(p, c.op == "create")]
             for w in c.warnings:
                 lines.append(f"        ! {w}")
         policy = _policy_line(d)
@@ -484,7 +485,7 @@ def render_markdown(diffs: list[StackDiff], base_label: str, head_label: str = "
             if c.reasons:
                 notes.append("replaced because " + ", ".join(_code(r) for r in c.replaced_by)
                              + (" (deleted first)" if c.delete_before_replace else ""))
-            notes += [_code("\n".join(_shown(p))) for p in c.paths]
+            notes += [_code("\n".join(_shown(p, c.op == "create"))) for p in c.paths]
             notes += [f"⚠️ {_cell(w)}" for w in c.warnings]
             lines.append(f"| {c.op} | `{c.name}` | `{c.type}` | {'<br>'.join(notes)} |")
         lines += ["", "</details>"]

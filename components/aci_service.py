@@ -24,8 +24,10 @@ ACI_TLS_PORT = 443
 # ACI services have no probe settings in Azure ML's SDK: a container is live once the process
 # answers (after a short grace for start-up) and ready once init() has finished.
 LIVENESS = ProbeTimings(initial_delay_seconds=30)
-ACI_REPLACE_ON_CHANGES = ["osType", "restartPolicy", "containers[*].resources"]
-"""The container group inputs Azure cannot update in place (see the group's options)."""
+ACI_REPLACE_ON_CHANGES = ["osType", "restartPolicy", "containers[*].resources", "location"]
+"""The container group inputs Azure cannot update in place (see the group's options). `location`:
+ARM keeps a tracked resource's region for life (RPC-Put-V1-14), though the container group's REST
+spec leaves it updatable, so azure-native would plan an update that Azure refuses."""
 READINESS = ProbeTimings(initial_delay_seconds=5)
 
 
@@ -84,7 +86,10 @@ class AciService(pulumi.ComponentResource):
             resource_group_name=args.resource_group_name,
             location=args.location,
             tags=tags or None,
-            opts=child,
+            # A new location replaces the identity (location is create-only) under the same name in
+            # the same resource group, which Azure refuses while the old one exists: delete first.
+            # Only the group uses it, and the group is itself deleted first on a move.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         pull = authorization.RoleAssignment(
             f"{name}-acrpull",

@@ -30,6 +30,10 @@ def pull_action(repository: str) -> str:
     return f"repositories/{repository}/content/read"
 
 
+REDACTED = "[secret]"
+"""What stands for a secret value in a deployment manifest's review copy."""
+
+
 def configuration_id(module_name: str, content: str) -> str:
     """A hub deployment's id: the module name and a digest of the manifest, so that a new manifest
     is a new deployment (IoT Hub cannot change a deployment's content)."""
@@ -165,8 +169,10 @@ class IotEdgeService(pulumi.ComponentResource):
             self.primary_key = pulumi.Output.secret("")
             self.secondary_key = pulumi.Output.secret("")
 
-        def build(values: list[Any]) -> str:
+        def build(values: list[Any], redact: bool = False) -> str:
             image, server, registry, username, secret, primary, secondary, insights = values
+            if redact:
+                secret, primary, secondary, insights = (REDACTED if v else v for v in (secret, primary, secondary, insights))
             secret_env: dict[str, str] = {}
             if args.auth_enabled:
                 secret_env[runtime.AUTH_KEYS] = f"{primary},{secondary}"
@@ -179,12 +185,18 @@ class IotEdgeService(pulumi.ComponentResource):
                 args.routes,
                 args.store_and_forward_ttl_secs,
             )
-            return json.dumps(manifest, sort_keys=True)
+            # The review copy is indented so that a plan diff shows the lines that change.
+            return json.dumps(manifest, sort_keys=True, indent=1 if redact else None)
 
-        self.manifest = pulumi.Output.secret(pulumi.Output.all(
+        values = pulumi.Output.all(
             args.image_ref, args.registry_login_server, args.registry_name, password.username, password.password,
             self.primary_key, self.secondary_key, args.app_insights_connection_string,
-        ).apply(build))
+        )
+        self.manifest = pulumi.Output.secret(values.apply(build))
+        # The same manifest with every secret value replaced (the token's password, the keys, the App
+        # Insights connection string): not secret, so a reviewer sees what a deployment changes. The
+        # providers ignore it (their diff reads `content`).
+        review = pulumi.Output.unsecret(values.apply(lambda v: build(v, redact=True)))
         hub = {"hub": args.hub_host_name, "connection": pulumi.Output.secret(args.hub_connection_string)}
 
         self.device_connection_strings = {}
@@ -194,7 +206,8 @@ class IotEdgeService(pulumi.ComponentResource):
                 device = EdgeDevice(f"{name}-{device_id}", {**hub, "device_id": device_id}, opts=child)
                 DeviceContent(
                     f"{name}-{device_id}-deployment",
-                    {**hub, "device_id": device.device_id, "content": self.manifest, "removal_content": removal},
+                    {**hub, "device_id": device.device_id, "content": self.manifest, "content_review": review,
+                     "removal_content": removal},
                     opts=child,
                 )
                 self.device_connection_strings[device_id] = pulumi.Output.secret(device.connection_string)
@@ -207,6 +220,7 @@ class IotEdgeService(pulumi.ComponentResource):
                     "configuration_id": pulumi.Output.unsecret(
                         self.manifest.apply(lambda c: configuration_id(args.module_name, c))),
                     "content": self.manifest,
+                    "content_review": review,
                     "target_condition": args.target_condition,
                     "priority": args.priority,
                     "labels": args.labels,

@@ -114,7 +114,10 @@ class TestAciService:
         assert "secureValue" in env["SCORING_AUTH_KEYS"] and "value" not in env["SCORING_AUTH_KEYS"]
         assert "secureValue" in env["APPLICATIONINSIGHTS_CONNECTION_STRING"]
         assert env["SERVICE_NAME"]["value"] == config["ml-deploy:services"][0]["name"]  # the swagger title
-        assert "containers" in group.secret_paths
+        # Exactly the two secure values are secret, nothing else of the group.
+        names = [e["name"] for e in group.inputs["containers"][0]["environmentVariables"]]
+        assert group.secret_paths == {f"containers[0].environmentVariables[{names.index(n)}].secureValue"
+                                      for n in ("SCORING_AUTH_KEYS", "APPLICATIONINSIGHTS_CONNECTION_STRING")}
         assert len(rec.of_type("random:index/randomPassword:RandomPassword")) == 2
 
     def test_no_auth_means_no_keys(self, config, run):

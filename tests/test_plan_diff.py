@@ -4,6 +4,7 @@ planned under the mocks on both sides and classified as Pulumi's engine and prov
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -312,4 +313,16 @@ def test_a_new_edge_port_updates_device_deployments_and_replaces_the_immutable_h
     assert ops(d) == {"diabetes-plant7-deployment": "replace", "diabetes-edge-line-1-deployment": "update",
                       "diabetes-edge-line-2-deployment": "update"}
     assert "configuration_id (dynamic provider)" in change(d, "diabetes-plant7-deployment").replaced_by
-    assert "content: [secret]" in diff.render_text([d], "b")
+    text = diff.render_text([d], "b")
+    assert "content: [secret]" in text
+    # The manifest's review copy shows what changed, with every secret value replaced.
+    assert '\\"HostPort\\":\\"5002\\"' in text and "content_review: (text, changed lines)" in text
+    for r in plan(after, "edge"):
+        if "content_review" in r["inputs"]:
+            review = r["inputs"]["content_review"]
+            assert "[secret]" in review and "content_review" not in r["secret_paths"]
+            manifest = json.loads(r["inputs"]["content"])
+            creds = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]["registryCredentials"]
+            assert all(c["password"] not in review for c in creds.values())
+            modules = json.loads(review)["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+            assert [m["env"] for m in modules.values()] == [{"SCORING_AUTH_KEYS": {"value": "[secret],[secret]"}}]

@@ -117,7 +117,7 @@ def test_nested_rules_cover_what_is_under_them():
 
 # ---- the whole program ---------------------------------------------------------------------------
 
-def test_moving_an_aci_service_replaces_its_identity_and_warns_that_its_group_cannot_move(config):
+def test_moving_an_aci_service_replaces_its_identity_and_group_deleting_each_first(config):
     after = copy.deepcopy(config)
     after["ml-deploy:services"][0]["location"] = "northeurope"
     d = diff.compare_resources(diff.as_records(run_config(config)), diff.as_records(run_config(after)), "dev")
@@ -125,9 +125,11 @@ def test_moving_an_aci_service_replaces_its_identity_and_warns_that_its_group_ca
     identity = changes["diabetes-aci-identity"]
     assert identity.type == IDENTITY and identity.op == "replace"
     assert identity.replaced_by == ["location (provider)"]
-    # azure-native plans the container group's new region as an update (its spec leaves location
-    # updatable), and Azure refuses it: the diff says so instead of showing a quiet update.
+    # Same name in the same resource group: the old identity must go before the new one is made.
+    assert identity.delete_before_replace
+    # azure-native would plan the container group's new region as an update (its spec leaves
+    # location updatable) that Azure refuses; the program asks for the replacement instead.
     group = changes["diabetes-aci-group"]
-    assert group.type == GROUP and group.op == "update" and group.replaced_by == []
-    assert [p.path for p in group.paths] == ["location"]
-    assert any(w.startswith("location: ") and "InvalidResourceLocation" in w for w in group.warnings)
+    assert group.type == GROUP and group.op == "replace"
+    assert "location (program's replace_on_changes)" in group.replaced_by and group.delete_before_replace
+    assert not group.warnings
