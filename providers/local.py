@@ -8,15 +8,18 @@ state written before they moved here still loads.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pulumi
 from pulumi.dynamic import (
@@ -62,23 +65,99 @@ PIP_TIMEOUT_S = 1800
 
 
 class _FolderProvider(ResourceProvider):
-    """A content-addressed folder: any change of its address replaces it; reading checks it is there."""
+    """A content-addressed folder: any change of its address replaces it; reading checks it is there,
+    and so does a diff: a folder recorded in the state but gone from disk is written again.
+
+    Two resources can point at one folder. A replacement whose address comes back to an earlier one
+    does that: an update that failed after its new bundle was written leaves the old bundle resource
+    pending delete, and reverting the change creates a new resource at the old address, which the
+    pending delete would then remove from under the service using it. So each resource records a
+    claim, a token in its outputs and a file `<folder>.claims/<token>` beside the folder (beside, not
+    in it: a bundle's bytes are what its digest names), and its delete removes only its own claim;
+    the folder goes with the last one. State written before claims existed has no token: its delete
+    removes the folder only when no resource claims it.
+    """
 
     ADDRESS: tuple[str, ...] = ()
     """The inputs that name the folder."""
+    COMPARED: tuple[str, ...] = ()
+    """Other inputs whose change updates the resource in place."""
+    CLAIMED = True
+    """Whether deletes remove the folder (and so claims guard it)."""
 
     def exists(self, path: Path) -> bool:
         return path.is_dir()
 
+    def _write(self, props: dict[str, Any]) -> Path:
+        """Write the folder unless it is there already; return where it is."""
+        raise NotImplementedError
+
+    def _written(self, props: dict[str, Any], claim: Optional[str] = None) -> dict[str, Any]:
+        """The folder written and (if CLAIMED) claimed by `claim` or a new token: the outputs."""
+        if not self.CLAIMED:
+            return {**props, "path": str(self._write(props))}
+        # The parent's lock orders this against a delete of the same folder by another resource.
+        with _locked(self._parent(props)):
+            path = self._write(props)
+            claim = claim or secrets.token_hex(8)
+            claims = _claims_dir(path)
+            claims.mkdir(exist_ok=True)
+            (claims / claim).touch()
+        return {**props, "path": str(path), "claim": claim}
+
+    def _parent(self, props: dict[str, Any]) -> Path:
+        return Path(*(props[k] for k in self.ADDRESS[:-1]))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._written(props)
+        return CreateResult(id_=outs["path"], outs=outs)
+
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(keys), replaces=keys, delete_before_replace=False)
+        replaces = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
+        changed = replaces + [k for k in self.COMPARED if olds.get(k) != news.get(k)]
+        # Only when the state records a path. Under the offline plan's mocks (cli/diff.py asks this
+        # method) the path is where the folder would be and is usually absent; that only ever adds
+        # an in-place update, never a replacement, which is all cli/diff.py reads.
+        path = olds.get("path")
+        if not changed and isinstance(path, str) and not self.exists(Path(path)):
+            changed = ["path"]
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """The folder written again if it went missing, keeping this resource's claim."""
+        return UpdateResult(outs=self._written(news, olds.get("claim")))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_=id_ if self.exists(Path(id_)) else None, outs=props)  # type: ignore[arg-type]
 
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
-        shutil.rmtree(id_, ignore_errors=True)
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        path = Path(id_)
+        if not path.parent.is_dir():
+            return
+        with _locked(path.parent):
+            claims = _claims_dir(path)
+            if props.get("claim"):
+                (claims / props["claim"]).unlink(missing_ok=True)
+            if claims.is_dir() and any(claims.iterdir()):
+                return  # another resource in a stack's state still points at this folder
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(claims, ignore_errors=True)
+
+
+def _claims_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".claims")
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (made if missing), for changes to the folders and claims in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class Folder(Resource):
@@ -98,7 +177,7 @@ class ModelVersionProvider(_FolderProvider):
 
     ADDRESS = ("registry", "model", "version")
 
-    def _write(self, props: dict[str, Any]) -> str:
+    def _write(self, props: dict[str, Any]) -> Path:
         target = Path(props["registry"]) / props["model"] / props["version"]
         if not target.exists():
             partial = target.with_name(target.name + f".partial-{os.getpid()}")
@@ -107,11 +186,7 @@ class ModelVersionProvider(_FolderProvider):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
             partial.rename(target)
-        return str(target)
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        path = self._write(props)
-        return CreateResult(id_=path, outs={**props, "path": path})
+        return target
 
 
 # ---- image store --------------------------------------------------------------------------------
@@ -124,12 +199,11 @@ class BundleProvider(_FolderProvider):
     def exists(self, path: Path) -> bool:
         return (path / COMPLETE).exists()
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def _write(self, props: dict[str, Any]) -> Path:
         sources: dict[PurePosixPath, Source] = {
             PurePosixPath(rel): Path(value) if kind == "file" else value for rel, kind, value in props["sources"]
         }
-        path = write_bundle(bundle_dir(props["store"], props["image"], props["tag"]), sources)
-        return CreateResult(id_=str(path), outs={**props, "path": str(path)})
+        return write_bundle(bundle_dir(props["store"], props["image"], props["tag"]), sources)
 
 
 def bundle_dir(store: str, image: str, tag: str) -> Path:
@@ -144,6 +218,10 @@ class PromotedBundleProvider(_FolderProvider):
 
     # Only what names the folder: a replacement at the same path would delete the new copy.
     ADDRESS = ("store", "image", "tag", "digest")
+    COMPARED = ("models", "source_store", "source_stack")
+
+    def _parent(self, props: dict[str, Any]) -> Path:
+        return bundle_dir(props["store"], props["image"], props["tag"]).parent
 
     def exists(self, path: Path) -> bool:
         return (path / COMPLETE).exists()
@@ -156,11 +234,6 @@ class PromotedBundleProvider(_FolderProvider):
                 "give this stack its own workspace.path (a promoted stack needs its own copy)"))])
         return CheckResult(news, [])
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in self.ADDRESS if olds.get(k) != news.get(k)]
-        changed = replaces + [k for k in ("models", "source_store", "source_stack") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
-
     def _check_models(self, path: Path, props: dict[str, Any]) -> None:
         found = bundled_models(manifest(path))
         expected = {name: version for name, version in props["models"]}
@@ -170,7 +243,9 @@ class PromotedBundleProvider(_FolderProvider):
                 f"{found}, but this stack's images entry declares {expected}: make `images[].models` list the "
                 "models the source stack built the image with")
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def _write(self, props: dict[str, Any]) -> Path:
+        """The bundle copied (or, already there, checked) and its models checked; an update does the
+        same, so a changed `models` entry is checked against the bundle it names."""
         target = bundle_dir(props["store"], props["image"], props["tag"])
         source = bundle_dir(props["source_store"], props["image"], props["tag"])
         existed = target.exists()
@@ -190,12 +265,7 @@ class PromotedBundleProvider(_FolderProvider):
             if not existed:
                 shutil.rmtree(target, ignore_errors=True)
             raise
-        return CreateResult(id_=str(target), outs={**props, "path": str(target)})
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        path = bundle_dir(news["store"], news["image"], news["tag"])
-        self._check_models(path, news)
-        return UpdateResult(outs={**news, "path": str(path)})
+        return target
 
 
 # ---- environments -------------------------------------------------------------------------------
@@ -206,20 +276,21 @@ class EnvironmentProvider(_FolderProvider):
     one venv serves every stack and image with the same environment."""
 
     ADDRESS = ("cache", "key")
+    # Never deleted (see delete), so never claimed.
+    CLAIMED = False
 
     def exists(self, path: Path) -> bool:
         return (path / ".complete").exists()
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def _write(self, props: dict[str, Any]) -> Path:
         if props.get("bundle"):
             # A promoted bundle: its environment file is known once the bundle is copied, now.
             interpreter, requirements, source = bundle_environment(Path(props["bundle"]))
         else:
             interpreter, requirements, source = props["interpreter"], props["requirements"], props["source"]
-        path = build_venv(Path(props["cache"]), props["key"], interpreter, requirements, source)
-        return CreateResult(id_=str(path), outs={**props, "path": str(path)})
+        return build_venv(Path(props["cache"]), props["key"], interpreter, requirements, source)
 
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Nothing: the venv is a cache entry that other stacks with the same environment share
         (clear the cache folder to reclaim it)."""
 
@@ -345,12 +416,157 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def process_started(pid: int) -> Optional[int]:
+    """When `pid` started, in clock ticks after boot (`/proc/<pid>/stat`'s 22nd field); None if unknown.
+
+    Recorded with the pid, it names one process: a later process given the same number (after a
+    reboot, say) is not taken for the service, nor signalled as if it were.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def service_running(props: dict[str, Any]) -> bool:
+    """Whether the process a service's state records (`pid`, `started`) is running."""
+    pid = int(props.get("pid") or 0)
+    if not pid or not process_alive(pid):
+        return False
+    started = props.get("started")
+    return started is None or process_started(pid) in (None, int(started))
+
+
 def log_path(log_dir: str, service: str) -> Path:
     """Where a local service's runtime writes its log (what `ml-deploy logs` reads)."""
     return Path(log_dir) / f"{service}.log"
 
 
-def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
+def runtime_shares_ports(bundle: Path) -> bool:
+    """Whether the scoring runtime in `bundle` can take over a port from a running process and report
+    readiness (`serving.settings.REUSE_PORT`, `NOTIFY_SOCKET`). A bundle carries the runtime it was
+    built with: one promoted from a stack built by an earlier ml-deploy may not."""
+    try:
+        return runtime.REUSE_PORT in (bundle / RUNTIME_DIR / "settings.py").read_text()
+    except OSError:
+        return False
+
+
+class _ReadySignal:
+    """Where a starting service reports readiness: systemd's sd_notify protocol (sd_notify(3), NOTES:
+    "a single datagram with the state string as payload to the AF_UNIX socket referenced in the
+    $NOTIFY_SOCKET environment variable"; `@name` is an abstract socket, so no file to clean up).
+    The service sends `READY=1` once it listens with a worker ready (`serving.server`).
+
+    Only the process we started counts: with SO_PASSCRED the kernel attaches the sender's
+    credentials (SCM_CREDENTIALS) to each datagram, and a report from any other pid is ignored.
+    """
+
+    _CREDENTIALS = struct.calcsize("3i")  # struct ucred: pid, uid, gid
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        name = f"ml-deploy-ready-{secrets.token_hex(8)}"
+        self.sock.bind("\0" + name)
+        self.address = "@" + name
+
+    def wait(self, proc: subprocess.Popen, deadline: float) -> bool:
+        """True once `proc` reported READY=1, False if it exited first; TimeoutError at `deadline`."""
+        try:
+            # Readable when the process exits: no polling for it.
+            exited: Optional[int] = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            exited = None
+        try:
+            while proc.poll() is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                watched: list[Any] = [self.sock] if exited is None else [self.sock, exited]
+                readable, _, _ = select.select(watched, [], [], remaining if exited is not None else min(remaining, 0.1))
+                if self.sock in readable and self._ready_from(proc.pid):
+                    return True
+            return False
+        finally:
+            if exited is not None:
+                os.close(exited)
+
+    def _ready_from(self, pid: int) -> bool:
+        msg, ancillary, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(self._CREDENTIALS))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                sender = struct.unpack("3i", data[:self._CREDENTIALS])[0]
+                return sender == pid and "READY=1" in msg.decode(errors="replace").split("\n")
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _poll_ready(proc: subprocess.Popen, settings: runtime.Settings, deadline: float) -> bool:
+    """Readiness of a runtime that does not report it (see runtime_shares_ports): /ready polled."""
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        try:
+            # Our own child on loopback: its certificate names the service's public name, not 127.0.0.1.
+            with urllib.request.urlopen(
+                    f"{settings.scheme}://127.0.0.1:{settings.port}{runtime.READINESS_PATH}", timeout=1,
+                    context=_UNVERIFIED if settings.scheme == "https" else None) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+FAILURE_OUTPUT_CHARS = 4000
+"""How much of a failed start's own output its error message shows (its end)."""
+
+
+def first_error_line(output: str) -> Optional[str]:
+    """The first error in a process's output: the exception line closing its first traceback, else
+    its first line logged at ERROR, else its last line (a `sys.exit("...")` message)."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last):"):
+            # The frames and source lines are indented; the exception line is the first that is not.
+            found = next((later for later in lines[i + 1:] if later.strip() and not later[0].isspace()), None)
+            if found:
+                return found.strip()
+    logged = next((line for line in lines if " ERROR " in line), None)
+    if logged:
+        return logged.strip()
+    return next((line.strip() for line in reversed(lines) if line.strip()), None)
+
+
+def start_failure(service: str, what: str, output: str, log: Path) -> str:
+    """The message of a failed start: what happened and its first error on the first line, then
+    this start's own output (not the earlier runs' that the append-only log also holds)."""
+    first = first_error_line(output)
+    shown = output.strip()
+    if len(shown) > FAILURE_OUTPUT_CHARS:
+        shown = f"[{len(shown) - FAILURE_OUTPUT_CHARS} characters before this; all of it in {log}]\n" + \
+            shown[-FAILURE_OUTPUT_CHARS:]
+    return (f"service {service} {what}" + (f": {first}" if first else "") +
+            f"\nits output (from {log}):\n{shown or '(nothing)'}")
+
+
+def _read_from(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _start(props: dict[str, Any], port: int, keys: tuple[str, ...], share_port: bool) -> tuple[int, Optional[int]]:
+    """Start the service on `port` and wait until it is ready: (pid, start time; see process_started).
+
+    `share_port`: bind with SO_REUSEPORT (next to a running predecessor) and wait for its READY=1.
+    Raises RuntimeError, with the process stopped, when it exits or is not ready in time.
+    """
     bundle = Path(props["bundle"])
     log = log_path(props["log_dir"], props["service"])
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -364,52 +580,74 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...]) -> int:
         tls_cert_file=props.get("tls_cert_file"),
         tls_key_file=props.get("tls_key_file"),
         service_name=props["service"],
+        reuse_port=share_port,
     )
     env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
     # The environment's venv is what runs the service, not the project's own (or the provider's).
     env.pop("VIRTUAL_ENV", None)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [props["python"], "-m", "serving", "--host", "127.0.0.1"],
-            cwd=bundle / APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            # Its own session: the service outlives the provider process that started it.
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"service {props['service']} exited with {proc.returncode} before it was ready:\n{tail}")
+    env.pop(runtime.NOTIFY_SOCKET, None)  # pulumi's own, were it run by systemd
+    ready_signal = _ReadySignal() if share_port else None
+    if ready_signal is not None:
+        env[runtime.NOTIFY_SOCKET] = ready_signal.address
+    try:
+        with log.open("ab") as out:
+            # The log is appended to across starts: a failure shows this start's output only.
+            offset = out.seek(0, os.SEEK_END)
+            proc = subprocess.Popen(
+                [props["python"], "-m", "serving", "--host", "127.0.0.1"],
+                cwd=bundle / APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                # Its own session: the service outlives the provider process that started it.
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
         try:
-            # Our own child on loopback: its certificate names the service's public name, not 127.0.0.1.
-            with urllib.request.urlopen(f"{settings.scheme}://127.0.0.1:{port}{runtime.READINESS_PATH}", timeout=1,
-                                        context=_UNVERIFIED if settings.scheme == "https" else None) as r:
-                if r.status == 200:
-                    return proc.pid
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    _stop(proc.pid, port)
-    raise RuntimeError(f"service {props['service']} was not ready within {READY_TIMEOUT_S}s; see {log}")
+            ready = ready_signal.wait(proc, deadline) if ready_signal else _poll_ready(proc, settings, deadline)
+        except TimeoutError:
+            _stop_child(proc)
+            raise RuntimeError(start_failure(props["service"], f"was not ready within {READY_TIMEOUT_S}s (stopped it)",
+                                             _read_from(log, offset), log)) from None
+    finally:
+        if ready_signal is not None:
+            ready_signal.close()
+    if not ready:
+        raise RuntimeError(start_failure(props["service"], f"exited with {proc.returncode} before it was ready",
+                                         _read_from(log, offset), log))
+    return proc.pid, process_started(proc.pid)
 
 
-def _stop(pid: int, port: int) -> None:
+def _stop_child(proc: subprocess.Popen) -> None:
+    """Stop a service process this provider started (and reap it)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _stop(pid: int, port: Optional[int] = None) -> None:
+    """SIGTERM the service's process group and wait until it drained its requests and exited (and,
+    given `port`, until that port is free); SIGKILL past STOP_TIMEOUT_S."""
     if process_alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and (process_alive(pid) or not port_free(port)):
+    while time.monotonic() < deadline and (process_alive(pid) or (port is not None and not port_free(port))):
         time.sleep(0.05)
     if process_alive(pid):
         os.killpg(pid, signal.SIGKILL)
 
 
-def _outputs(props: dict[str, Any], pid: int, port: int, keys: tuple[str, str]) -> dict[str, Any]:
+def _outputs(props: dict[str, Any], pid: int, started: Optional[int], port: int, keys: tuple[str, str],
+             port_shared: bool) -> dict[str, Any]:
     base = f"{'https' if props.get('tls_cert_file') else 'http'}://127.0.0.1:{port}"
     # `port` stays what was asked for (0: any), so a diff against the config never sees a change.
-    return {**props, "pid": pid, "bound_port": port, "primary_key": keys[0], "secondary_key": keys[1],
+    return {**props, "pid": pid, "started": started, "bound_port": port, "port_shared": port_shared,
+            "primary_key": keys[0], "secondary_key": keys[1],
             "scoring_uri": base + runtime.SCORE_PATH, "swagger_uri": base + runtime.SWAGGER_PATH}
 
 
@@ -421,34 +659,80 @@ def _keys(auth_enabled: bool, olds: Optional[dict[str, Any]] = None) -> tuple[st
     return (olds.get("primary_key") or secrets.token_urlsafe(32), olds.get("secondary_key") or secrets.token_urlsafe(32))
 
 
+def _check_port(service: str, port: int) -> None:
+    # A port shared with SO_REUSEPORT would also be shared with a stray process left listening on it
+    # (started with the same flag by hand, or orphaned from a lost state): both would answer.
+    if not port_free(port):
+        raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
+
+
 class ServiceProvider(ResourceProvider):
-    """A scoring service: `python -m serving` over a bundle, as a process on 127.0.0.1."""
+    """A scoring service: `python -m serving` over a bundle, as a process on 127.0.0.1.
+
+    An update starts the new version next to the old one, on the same port, and stops the old one
+    only once the new one is ready, like a Kubernetes rolling update with maxUnavailable 0: a new
+    version whose init() fails leaves the old one serving, and the state keeps its outputs. Both
+    processes bind the port with SO_REUSEPORT; the new one listens only once a worker finished
+    init() (so it takes no connection before), then reports READY=1 (see _ReadySignal). On SIGTERM
+    the old master accepts what is queued on its listener before closing it, and drains those
+    requests: only connections arriving in the microseconds between its last accept() and close()
+    can be reset (Linux's net.ipv4.tcp_migrate_req would hand even those over, but it is a
+    machine-wide setting this tool does not change).
+    """
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         port = int(props["port"]) or free_port()
+        _check_port(props["service"], port)
         keys = _keys(bool(props["auth_enabled"]))
-        pid = _start(props, port, keys)
-        return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, port, keys))
+        shared = runtime_shares_ports(Path(props["bundle"]))
+        pid, started = _start(props, port, keys, shared)
+        return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, started, port, keys, shared))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         keys = ("bundle", "python", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir",
                 "tls_cert_file", "tls_key_file")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
+        # The process the state records is gone: an update starts it again, so that a plain preview
+        # shows the drift. Only with a recorded pid: the offline plan's mock states (cli/diff.py) have none.
+        if olds.get("pid") and not service_running(olds):
+            changed.append("pid")
         return DiffResult(changes=bool(changed), replaces=["service"] if "service" in changed else [])
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        _stop(int(olds["pid"]), int(olds["bound_port"]))
-        port = int(news["port"]) or int(olds["bound_port"])
+        service = news["service"]
+        old_pid, old_port = int(olds.get("pid") or 0), int(olds.get("bound_port") or 0)
+        port = int(news["port"]) or old_port or free_port()
         keys = _keys(bool(news["auth_enabled"]), olds)
-        pid = _start(news, port, keys)
-        return UpdateResult(outs=_outputs(news, pid, port, keys))
+        shared = runtime_shares_ports(Path(news["bundle"]))
+        running = service_running(olds)
+        if running and port == old_port and not (shared and olds.get("port_shared")):
+            # The old process holds the port without SO_REUSEPORT (started by an earlier ml-deploy),
+            # or the new bundle's runtime cannot share it: the port must be freed first.
+            why = ("was started without a shareable port (by an earlier ml-deploy)" if not olds.get("port_shared")
+                   else "cannot hand its port to the new bundle's runtime (built by an earlier ml-deploy)")
+            pulumi.log.warn(f"service {service}: the running process (pid {old_pid}) {why}: stopping it before "
+                            "starting the new version, so the service is down until that one is ready")
+            _stop(old_pid, old_port)
+            running = False
+        if not running or port != old_port:
+            _check_port(service, port)
+        try:
+            pid, started = _start(news, port, keys, shared)
+        except RuntimeError as err:
+            if running:
+                raise RuntimeError(f"{err}\nThe previous version (pid {old_pid}) is still serving on port {old_port}; "
+                                   "fix the script and run `up` again") from None
+            raise
+        if running:
+            _stop(old_pid)  # it drains the requests it has; new connections already go to the new one
+        return UpdateResult(outs=_outputs(news, pid, started, port, keys, shared))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        pid = int(props.get("pid") or 0)
-        return ReadResult(id_=id_ if pid and process_alive(pid) else None, outs=props)  # type: ignore[arg-type]
+        return ReadResult(id_=id_ if service_running(props) else None, outs=props)  # type: ignore[arg-type]
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _stop(int(props["pid"]), int(props["bound_port"]))
+        if service_running(props):
+            _stop(int(props["pid"]), int(props["bound_port"]))
 
 
 class ServiceProcess(Resource):

@@ -14,6 +14,7 @@ import resource
 import socket
 import sys
 from dataclasses import replace
+from typing import Callable
 
 from serving import settings as names
 from serving.settings import Settings, from_environ
@@ -49,13 +50,46 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return replace(settings, **overrides)
 
 
+BACKLOG = 2048
+
+
 def _bind(settings: Settings) -> socket.socket:
+    """The listening socket; with `reuse_port` only bound: the supervisor listens once a worker is ready."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.reuse_port:
+        # The process this one replaces holds the port with SO_REUSEPORT too (the local target
+        # starts the new version before it stops the old one). A socket that is bound but not
+        # listening takes no connections: while our init() runs, every one goes to the old process.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((settings.host, settings.port))
-    sock.listen(2048)
+    if not settings.reuse_port:
+        sock.listen(BACKLOG)
     return sock
+
+
+def notifier(address: str | None) -> Callable[[str], None] | None:
+    """A function sending one sd_notify state (`READY=1`) to `address`, or None without one.
+
+    The whole protocol, from sd_notify(3)'s NOTES (https://www.freedesktop.org/software/systemd/man/sd_notify.html):
+    "a single datagram with the state string as payload to the AF_UNIX socket referenced in the
+    $NOTIFY_SOCKET environment variable. If the first character of $NOTIFY_SOCKET is '@', the
+    string is understood as Linux abstract namespace socket." The receiver learns the sender's pid
+    from the credentials the kernel attaches (SCM_CREDENTIALS), so nothing else identifies us.
+    """
+    if not address:
+        return None
+    target = "\0" + address[1:] if address.startswith("@") else address
+
+    def notify(state: str) -> None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(state.encode(), target)
+        except OSError as err:  # whoever waits for it times out and says so; serving goes on
+            log.warning("could not send %s to %s=%s: %s", state, names.NOTIFY_SOCKET, address, err)
+
+    return notify
 
 
 def _raise_open_files_limit() -> None:
@@ -73,10 +107,14 @@ def serve(settings: Settings) -> int:
     if settings.tls_cert_file and settings.tls_key_file:
         server_context(settings.tls_cert_file, settings.tls_key_file)  # fail here, once, if unusable
     _raise_open_files_limit()
+    # Taken out of the environment, so that the scoring script's own processes never report for us.
+    notify = notifier(os.environ.pop(names.NOTIFY_SOCKET, None))
     sock = _bind(settings)
-    log.info("serving %s on %s://%s:%d with %d worker(s)", settings.entry_script, settings.scheme, settings.host,
-             settings.port, settings.workers)
-    return Supervisor(settings, sock).run()
+    log.info("serving %s on %s://%s:%d with %d worker(s)%s", settings.entry_script, settings.scheme, settings.host,
+             settings.port, settings.workers,
+             " (port shared: listening once a worker is ready)" if settings.reuse_port else "")
+    return Supervisor(settings, sock, listen_backlog=BACKLOG if settings.reuse_port else 0,
+                      on_ready=(lambda: notify("READY=1")) if notify else None).run()
 
 
 def main(argv: list[str] | None = None) -> None:

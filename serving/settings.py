@@ -43,6 +43,14 @@ COLLECT_CONNECTION_STRING = "MODEL_DATA_COLLECTION_CONNECTION_STRING"
 COLLECT_CONTAINER = "MODEL_DATA_COLLECTION_CONTAINER"
 COLLECT_PREFIX = "MODEL_DATA_COLLECTION_PREFIX"
 COLLECT_FLUSH_SECONDS = "MODEL_DATA_COLLECTION_FLUSH_SECONDS"
+# Taking over a port from a running predecessor (the local target's updates; see serving.server).
+REUSE_PORT = "SERVING_REUSE_PORT"
+"""1: bind the port with SO_REUSEPORT, so it can be shared with the process this one replaces, and
+listen only once a worker has finished init(). Off unless asked for: two servers started by hand on
+one port by mistake must fail, not silently share it."""
+NOTIFY_SOCKET = "NOTIFY_SOCKET"
+"""systemd's readiness protocol (sd_notify(3)): the runtime sends `READY=1` to this unix datagram
+socket once it accepts connections with a worker ready (`@name`: an abstract socket)."""
 
 DEFAULT_PORT = 5001
 DEFAULT_TIMEOUT_MS = 60_000
@@ -96,6 +104,8 @@ class Settings:
     tls_key_file: str | None = None
     service_name: str = ""
     """The web service's name (`SERVICE_NAME`, as Azure ML sets it): the title of `/swagger.json`."""
+    reuse_port: bool = False
+    """Share the port with SO_REUSEPORT and listen only once a worker is ready (see REUSE_PORT)."""
 
     @property
     def scheme(self) -> str:
@@ -129,6 +139,8 @@ class Settings:
         if self.tls_cert_file and self.tls_key_file:
             env[TLS_CERT_FILE] = self.tls_cert_file
             env[TLS_KEY_FILE] = self.tls_key_file
+        if self.reuse_port:
+            env[REUSE_PORT] = "1"
         return env
 
 
@@ -179,4 +191,5 @@ def from_environ(env: dict[str, str] | None = None) -> Settings:
         shutdown_grace_s=_int(env, SHUTDOWN_GRACE_SECONDS, DEFAULT_SHUTDOWN_GRACE_S, 0),
         tls_cert_file=cert,
         tls_key_file=key,
+        reuse_port=_int(env, REUSE_PORT, 0, 0) > 0,
     )

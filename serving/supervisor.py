@@ -20,7 +20,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NoReturn, Optional
+from typing import Callable, NoReturn, Optional
 
 from serving import shared
 from serving.app import INIT_FAILED_EXIT
@@ -61,9 +61,16 @@ class _Slot:
 class Supervisor:
     """Runs WORKER_COUNT workers on one listening socket until SIGTERM/SIGINT; `run()` returns the exit code."""
 
-    def __init__(self, settings: Settings, listener: socket.socket):
+    def __init__(self, settings: Settings, listener: socket.socket, listen_backlog: int = 0,
+                 on_ready: Optional[Callable[[], None]] = None):
+        """`listen_backlog` > 0: `listener` is only bound, and listens with that backlog once a worker has
+        finished init() (so a script whose init() fails never takes a connection). `on_ready` is called
+        once, when the first worker is ready and the socket listens."""
         self.settings = settings
         self.listener = listener
+        self.listen_backlog = listen_backlog
+        self.on_ready = on_ready
+        self.was_ready = False
         self.table = shared.WorkerTable(settings.workers)
         self.slots = [_Slot(i) for i in range(settings.workers)]
         self.selector = selectors.DefaultSelector()
@@ -343,6 +350,8 @@ class Supervisor:
                 if now - slot.retiring_seen > RETIRE_DRAIN_S + KILL_MARGIN_S and not slot.killed:
                     log.error("worker %d: being replaced but still running; killing it", slot.pid)
                     self._kill(slot)
+        if not self.was_ready and not self.stopping and any(s.was_ready for s in self.slots):
+            self._first_ready()
         if self.waiting and not self.stopping and self._candidates():
             waiting, self.waiting = self.waiting, deque()
             for conn in waiting:
@@ -354,7 +363,16 @@ class Supervisor:
                         log.error("worker %d: still running past the grace period; killing it", slot.pid)
                         self._kill(slot)
             return
-        self._set_listening(bool(self._candidates()) and now >= self.accept_paused_until)
+        self._set_listening(bool(self._candidates()) and now >= self.accept_paused_until and not self.listen_backlog)
+
+    def _first_ready(self) -> None:
+        self.was_ready = True
+        if self.listen_backlog:
+            self.listener.listen(self.listen_backlog)
+            self.listen_backlog = 0
+            log.info("a worker is ready: listening")
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _kill(self, slot: _Slot) -> None:
         slot.killed = True
