@@ -204,16 +204,19 @@ def test_an_update_starts_the_new_version_before_it_stops_the_old_one(tmp_path, 
     with traffic(lambda: version(outs)) as during:
         updating = threading.Thread(target=update, daemon=True)
         updating.start()
-        until(lambda: (new_bundle / "app" / "init-started").exists(), "the new version's init()")
-        # The new process is bound to the port but not listening while its init() runs: every
-        # connection still reaches the old version, which answers.
-        assert [version(outs) for _ in range(20)] == [1] * 20
-        assert process_alive(outs["pid"])
-        (new_bundle / "app" / "go").write_text("")
-        updating.join(DEADLINE_S)
+        try:
+            until(lambda: (new_bundle / "app" / "init-started").exists(), "the new version's init()")
+            # The new process is bound to the port but not listening while its init() runs: every
+            # connection still reaches the old version, which answers.
+            assert [version(outs) for _ in range(20)] == [1] * 20
+            assert process_alive(outs["pid"])
+        finally:
+            (new_bundle / "app" / "go").write_text("")  # whatever happened, the update ends
+            updating.join(DEADLINE_S)
+            if "outs" in result:
+                started.append(result["outs"]["pid"])
         assert "error" not in result, result.get("error")
         new = result["outs"]
-        started.append(new["pid"])
         # Wait until the new version answers (sharing the port, the old one may still take a request).
         until(lambda: version(new) == 2, "the new version's answer")
     print(f"\nupdate took {result['seconds']:.2f} s; {len(during.answers)} requests during it, "
@@ -396,6 +399,7 @@ def test_with_a_shared_port_the_runtime_listens_and_reports_ready_only_after_ini
             assert notify.recv(4096) == b"READY=1"
             assert listening(port) and proc.poll() is None
         finally:
+            (app / "go").write_text("")  # an init() still waiting would hold up the stop
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(DEADLINE_S) == 0
 
