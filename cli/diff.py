@@ -32,7 +32,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from cli import errors, replacements, render as show
-from cli.policy import Violation, check
+from cli.policy import Violation, as_dict, check, line as policy_line
 from infra.config import PROJECT_ROOT
 
 MARKER = "<!-- ml-deploy-plan-diff -->"
@@ -444,7 +444,7 @@ def render_text(diffs: list[StackDiff], base_label: str, head_label: str = "work
         policy = _policy_line(d)
         if policy:
             lines.append(f"  {policy}")
-            lines += [f"    {v.line()}" for v in d.violations or []]
+            lines += [f"    {policy_line(v)}" for v in d.violations or []]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -503,7 +503,7 @@ def as_json(diffs: list[StackDiff]) -> list[dict[str, Any]]:
         return SECRET if p.secret and v is not None else v
 
     return [{"stack": d.stack, "error": d.error, "unchanged": d.unchanged, "uncompared": d.uncompared,
-             "policy": None if d.violations is None else [v.as_dict() for v in d.violations],
+             "policy": None if d.violations is None else [as_dict(v) for v in d.violations],
              "changes": [
                  {"op": c.op, "urn": c.urn, "type": c.type, "name": c.name,
                   "replaced_because": [{"path": r.path, "source": r.source} for r in c.reasons],

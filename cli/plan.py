@@ -19,7 +19,7 @@ import yaml
 
 from cli import errors, offline, render as show
 from cli.offline import Recorded, Recording
-from cli.policy import Violation, check, render_violations
+from cli.policy import Violation, as_dict, check, render_violations
 
 # Inputs that say little in a review: the parent's wiring, or the SDK's own bookkeeping.
 _QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}
@@ -87,7 +87,7 @@ def as_json(recording: Recording, violations: list[Violation]) -> dict[str, Any]
             for _, r in ordered(recording)
         ],
         "outputs": show.hide(recording.outputs, recording.output_secret_paths),
-        "policy": [v.as_dict() for v in violations],
+        "policy": [as_dict(v) for v in violations],
     }
 
 

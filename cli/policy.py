@@ -3,50 +3,30 @@ would report, shown by `./ml-deploy plan` and `./ml-deploy diff` without a cloud
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Iterable, Optional, cast
+from typing import Any, Iterable
 
 from infra.config import PROJECT_ROOT
+from policy.rules import Violation, evaluate
 
-
-@dataclass(frozen=True)
-class Violation:
-    """One rule broken by one resource."""
-
-    rule: str
-    mandatory: bool
-    urn: str
-    type: str
-    name: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "mandatory": self.mandatory, "urn": self.urn, "type": self.type,
-                "name": self.name, "message": self.message}
-
-    def line(self) -> str:
-        level = "mandatory" if self.mandatory else "advisory"
-        return f"[{level}] {self.rule}: {self.type}  {self.name}: {self.message}"
+__all__ = ["Violation", "check", "as_dict", "line", "render_violations"]
 
 
 def check(resources: Iterable[Any], stack: str, root: Path = PROJECT_ROOT) -> list[Violation]:
-    """Every rule of the policy pack over `resources` (offline-plan records: `.type`, `.urn`,
-    `.name`, `.inputs`, `.protect`), as the pack's analyzer would call it on `pulumi preview`; sorted."""
-    from policy.rules import promoted_stacks_from_files, rules
+    """Every rule of the pack over offline-plan records (`.type`, `.urn`, `.name`, `.inputs`,
+    `.protect`), each finding once, mandatory first, in a stable order."""
+    found = {(v.rule, v.urn, v.message): v for v in evaluate(list(resources), stack, root)}
+    return sorted(found.values(), key=lambda v: (not v.mandatory, v.rule, v.type, v.name, v.message))
 
-    found: set[Violation] = set()
-    pack = rules(promoted_stacks_from_files(root))
-    for r in resources:
-        args = SimpleNamespace(resource_type=r.type, props=r.inputs, urn=r.urn, name=r.name,
-                               opts=SimpleNamespace(protect=bool(r.protect)))
-        for rule in pack:
-            def report(message: str = "", urn: Optional[str] = None, *, _rule: Any = rule, _r: Any = r) -> None:
-                found.add(Violation(_rule.id, _rule.mandatory, _r.urn, _r.type, _r.name, " ".join(message.split())))
 
-            rule.validate(cast(Any, args), report)
-    return sorted(found, key=lambda v: (not v.mandatory, v.rule, v.type, v.name, v.message))
+def as_dict(v: Violation) -> dict[str, Any]:
+    return asdict(v)
+
+
+def line(v: Violation) -> str:
+    """`[mandatory] rule: type  name: message`, on one line."""
+    return f"[{'mandatory' if v.mandatory else 'advisory'}] {v.rule}: {v.type}  {v.name}: {' '.join(v.message.split())}"
 
 
 def render_violations(violations: list[Violation]) -> list[str]:
@@ -55,4 +35,4 @@ def render_violations(violations: list[Violation]) -> list[str]:
         return ["Policy: every rule of policy/ passes."]
     mandatory = sum(v.mandatory for v in violations)
     return [f"Policy: {mandatory} mandatory, {len(violations) - mandatory} advisory violation(s):",
-            *(f"  {v.line()}" for v in violations)]
+            *(f"  {line(v)}" for v in violations)]
