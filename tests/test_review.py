@@ -195,3 +195,30 @@ def test_the_lab_stack_plans_without_a_lab(tmp_path: Path):
     done = cli("plan", "--stack", "lab", env={"ML_DEPLOY_LAB": str(tmp_path / "no-lab")})
     assert done.returncode == 0, done.stderr
     assert "kubernetes:apps/v1:Deployment  diabetes-k8s-deployment" in done.stdout
+
+
+# ---- the pull-request workflow's plan-diff step, as written ---------------------------------------
+
+def test_the_workflows_plan_diff_step_runs_as_written(tmp_path: Path, model_files):
+    """The `plan-diff` job's run script, with the one expression GitHub fills in (the base commit),
+    in a checkout with a change on top: it writes the comment and the job summary and passes."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "preview.yml").read_text())
+    [script] = [s["run"] for s in workflow["jobs"]["plan-diff"]["steps"] if "ml-deploy diff" in s.get("run", "")]
+    repo = git_project(tmp_path / "repo", model_files[0])
+    base = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stack_file = repo / "Pulumi.dev.yaml"
+    stack = yaml.safe_load(stack_file.read_text())
+    stack["config"]["ml-deploy:services"][0]["memory_gb"] = 2
+    stack_file.write_text(yaml.safe_dump(stack))
+    summary = tmp_path / "summary.md"
+    script = script.replace("${{ github.event.pull_request.base.sha }}", base)
+    assert "${{" not in script
+    (repo / ".venv").symlink_to(ROOT / ".venv")  # what scripts/setup, the step before, leaves
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 0, done.stderr
+    comment = (repo / "plan-diff.md").read_text()
+    assert comment.startswith(diff.MARKER) and summary.read_text() == comment
+    assert "| replace | `diabetes-aci-group` |" in comment
+    assert "memoryInGB: 1 =&gt; 2" in comment
