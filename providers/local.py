@@ -606,6 +606,9 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...], share_port: 
             _stop_child(proc)
             raise RuntimeError(start_failure(props["service"], f"was not ready within {READY_TIMEOUT_S}s (stopped it)",
                                              _read_from(log, offset), log)) from None
+        except BaseException:
+            _stop_child(proc)  # no process the state will not record is left running
+            raise
     finally:
         if ready_signal is not None:
             ready_signal.close()
