@@ -177,7 +177,8 @@ def record(root: Path, stacks: list[str], as_root: Optional[Path] = None) -> dic
     revision had run in `as_root`: where a checkout lives is not a change."""
     with tempfile.TemporaryDirectory(prefix="ml-deploy-record-") as tmp:
         out = Path(tmp) / "recording.json"
-        env = {**os.environ, "PYTHONPATH": str(root), "PULUMI_SKIP_UPDATE_CHECK": "true"}
+        # An offline plan: machine-local files (a kubeconfig) may be stand-ins (infra/config.py offline).
+        env = {**os.environ, "PYTHONPATH": str(root), "PULUMI_SKIP_UPDATE_CHECK": "true", "ML_DEPLOY_OFFLINE_PLAN": "1"}
         done = subprocess.run([sys.executable, "-c", _RECORDER, str(root), str(out), *stacks],
                               cwd=root, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ import yaml
 from cli import errors, offline, render as show
 from cli.offline import Recorded, Recording
 from cli.policy import Violation, as_dict, check, render_violations
+from infra.config import OFFLINE_PLAN
 
 # Inputs that say little in a review: the parent's wiring, or the SDK's own bookkeeping.
 _QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the recorded resources as JSON")
     errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
+    os.environ[OFFLINE_PLAN] = "1"  # machine-local files (a kubeconfig) may be stand-ins here
     with errors.one_line("ml-deploy plan", args.debug):
         recording = offline.run(offline.stack_config(args.stack), stack=args.stack)
         violations = check(recording.resources, args.stack)

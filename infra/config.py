@@ -69,14 +69,19 @@ def _existing_path(value: str, info: ValidationInfo, kind: str) -> Path:
     return path
 
 
+OFFLINE_PLAN = "ML_DEPLOY_OFFLINE_PLAN"
+"""Set by `./ml-deploy plan` and `diff` for the program they run under Pulumi's mocks."""
+
+
 def offline() -> bool:
-    """Whether the program runs under Pulumi's mocks (`./ml-deploy plan`/`diff`, the tests) rather
-    than the engine: machine-local files that only the deployment itself opens (a kubeconfig) may be
-    missing there, since nothing is contacted."""
+    """Whether this run is an offline plan (`./ml-deploy plan`/`diff`: the program under Pulumi's
+    mocks, nothing contacted): machine-local files that only the deployment itself opens (a
+    kubeconfig) may be missing there and get a stand-in. `pulumi preview`/`up`, and the tests that
+    run the program under the mocks as the engine would, still require them."""
     from pulumi.runtime import settings
     from pulumi.runtime.mocks import MockMonitor
 
-    return isinstance(getattr(settings.SETTINGS, "monitor", None), MockMonitor)
+    return os.environ.get(OFFLINE_PLAN) == "1" and isinstance(getattr(settings.SETTINGS, "monitor", None), MockMonitor)
 
 
 _DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
