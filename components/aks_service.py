@@ -14,7 +14,7 @@ from pulumi_azure_native import authorization, managedidentity
 
 from components import TOKEN_PREFIX
 from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
-from content.bundle import SERVING_PORT
+from content.bundle import SCORING_UID, SERVING_PORT
 from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
 from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, TlsCertificate
@@ -24,6 +24,18 @@ WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
 DESCRIPTION_ANNOTATION = "ml-deploy/description"
 INSIGHTS_SECRET_FIELD = "app-insights"
+SCORING_GID = 10001
+"""The pods' group: above 10000, clear of the host's groups (kube-score's container-security-context-user-group-id)."""
+TMP_DIR = "/tmp"
+"""The only path the runtime and scoring scripts write (tempfile's default); an emptyDir under a read-only root."""
+TMP_SIZE_LIMIT = "1Gi"
+# What the kubelet counts against a pod's ephemeral-storage: its emptyDirs on disk, its container logs
+# and writable layer (kubernetes.io/docs/concepts/configuration/manage-resources-containers/#local-ephemeral-storage);
+# the limit leaves room for the logs above a full /tmp.
+EPHEMERAL_STORAGE_REQUEST = "1Gi"
+EPHEMERAL_STORAGE_LIMIT = "2Gi"
+# Kubernetes' well-known node labels (kubernetes.io/docs/reference/labels-annotations-taints/).
+SPREAD_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
 
 
 @dataclass(frozen=True)
@@ -122,8 +134,10 @@ class AksService(pulumi.ComponentResource):
             args.settings, port=SERVING_PORT,
             tls_cert_file=tls.cert_file if tls else None, tls_key_file=tls.key_file if tls else None,
         )
-        volumes: Optional[list[k8s.core.v1.VolumeArgs]] = None
-        mounts: Optional[list[k8s.core.v1.VolumeMountArgs]] = None
+        # The root filesystem is read-only; /tmp is the one place the runtime (tempfile, a script's
+        # scratch files) writes. multiprocessing's shared counters live in /dev/shm, the runtime's own tmpfs.
+        volumes = [k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=TMP_SIZE_LIMIT))]
+        mounts = [k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=TMP_DIR)]
         if tls is not None:
             tls_secret = k8s.core.v1.Secret(
                 f"{name}-tls",
@@ -133,12 +147,12 @@ class AksService(pulumi.ComponentResource):
                 string_data=pulumi.Output.secret({"tls.crt": tls.cert_pem, "tls.key": tls.key_pem}),
                 opts=on_cluster,
             )
-            volumes = [k8s.core.v1.VolumeArgs(name="tls", secret=k8s.core.v1.SecretVolumeSourceArgs(
+            volumes.append(k8s.core.v1.VolumeArgs(name="tls", secret=k8s.core.v1.SecretVolumeSourceArgs(
                 secret_name=tls_secret.metadata.name,
                 items=[k8s.core.v1.KeyToPathArgs(key="tls.crt", path=TLS_CERT_NAME),
                        k8s.core.v1.KeyToPathArgs(key="tls.key", path=TLS_KEY_NAME)],
-            ))]
-            mounts = [k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True)]
+            )))
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True))
 
         secret_data: dict[str, pulumi.Input[str]] = {}
         if args.auth_enabled:
@@ -197,8 +211,9 @@ class AksService(pulumi.ComponentResource):
             )
 
         memory = f"{math.ceil(args.memory_gb * 1024)}Mi"
-        requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory}
-        limits = dict(requests)
+        requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory,
+                    "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST}
+        limits = {**requests, "ephemeral-storage": EPHEMERAL_STORAGE_LIMIT}
         tolerations: Optional[list[k8s.core.v1.TolerationArgs]] = None
         node_selector: Optional[dict[str, str]] = None
         if accelerator is not None:
@@ -225,7 +240,21 @@ class AksService(pulumi.ComponentResource):
                         tolerations=tolerations,
                         node_selector=node_selector,
                         image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in args.image_pull_secrets] or None,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(run_as_non_root=True, run_as_user=10001),
+                        # The pods never call the Kubernetes API; workload identity mounts its own
+                        # projected token (azure.workload.identity/use), not this one.
+                        automount_service_account_token=False,
+                        # Pod Security Standards "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards/):
+                        # non-root, seccomp RuntimeDefault; the container drops every capability below.
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            run_as_non_root=True, run_as_user=SCORING_UID, run_as_group=SCORING_GID,
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                        ),
+                        # Replicas on different nodes and zones where there are some; never unschedulable
+                        # for want of one (a single-zone cluster, a pool still scaling up).
+                        topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
+                            max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
+                            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                        ) for key in SPREAD_KEYS],
                         volumes=volumes,
                         containers=[
                             k8s.core.v1.ContainerArgs(
@@ -237,7 +266,14 @@ class AksService(pulumi.ComponentResource):
                                 resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits),
                                 liveness_probe=probe(runtime.LIVENESS_PATH),
                                 readiness_probe=probe(runtime.READINESS_PATH),
-                                security_context=k8s.core.v1.SecurityContextArgs(allow_privilege_escalation=False),
+                                security_context=k8s.core.v1.SecurityContextArgs(
+                                    allow_privilege_escalation=False,
+                                    read_only_root_filesystem=True,
+                                    # The image's python carries a file capability, NET_BIND_SERVICE (content/bundle.py,
+                                    # for port 80 on ACI); exec of such a file fails with EPERM when the bounding
+                                    # set lacks it (0xERR0R/blocky#1461), so it stays; "restricted" allows exactly this one.
+                                    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=["NET_BIND_SERVICE"]),
+                                ),
                             )
                         ],
                     ),

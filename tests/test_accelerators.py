@@ -202,7 +202,7 @@ def test_a_service_without_an_accelerator_stays_off_the_accelerator_pools(accel,
                                         "cluster": "prod", "num_replicas": 1})
     pod = pod_spec(run(accel), "diabetes-cpu")
     assert "tolerations" not in pod and "nodeSelector" not in pod
-    assert set(pod["containers"][0]["resources"]["limits"]) == {"cpu", "memory"}
+    assert set(pod["containers"][0]["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
 
 
 def test_accelerator_count_sets_the_limit(accel, run):

@@ -180,7 +180,7 @@ def test_containers_have_requests_limits_probes_and_safe_rollouts(aks, run):
     rec = run(aks)
     spec = rec.by_name(DEPLOYMENT, "diabetes-shared-deployment").inputs["spec"]
     container = spec["template"]["spec"]["containers"][0]
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi", "ephemeral-storage": "1Gi"}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["livenessProbe"]["httpGet"]["path"] == "/"
     assert container["readinessProbe"]["periodSeconds"] == 5
