@@ -78,7 +78,8 @@ class AksClusterArgs:
     subscription_id: pulumi.Input[str]
     log_analytics_workspace_id: pulumi.Input[str]
     agent_count: int = 3
-    vm_size: str = "Standard_D3_v2"
+    vm_size: str = "Standard_D4s_v5"
+    """The system pool's size; the same default as infra/vm_sizes.py SYSTEM_POOL_DEFAULT (a test checks)."""
     cluster_purpose: str = "FastProd"
     protect: bool = True
     attach_resource_group: Optional[str] = None

@@ -51,8 +51,10 @@ class ModelDataCollection:
     """The cluster's OIDC issuer, which the identity trusts for the service's Kubernetes account."""
 
 
-# An image without NVIDIA's CUDA base sets no NVIDIA_DRIVER_CAPABILITIES, and unset means `utility`
-# only (NVIDIA/nvidia-container-runtime README, "driver capabilities"); CUDA needs `compute`.
+# An image without NVIDIA's CUDA base sets no NVIDIA_DRIVER_CAPABILITIES. Unset has meant `utility,compute`
+# since NVIDIA Container Toolkit 1.4.0 (NVIDIA/nvidia-container-toolkit CHANGELOG.md, v1.4.0, 2020-12-11: "Add
+# 'compute' capability to list of defaults"), enough for CUDA; set anyway so the pod states what it needs
+# (`compute` for CUDA, `utility` for nvidia-smi/NVML) whatever toolkit version or config the node runs.
 NVIDIA_CAPABILITIES = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
 
 

@@ -33,7 +33,10 @@ class Kind(Enum):
     STORAGE_ACCOUNT = NameRule(3, 24, r"[a-z0-9]+", r"[a-z0-9]", "", True, True)
     KEY_VAULT = NameRule(3, 24, r"[A-Za-z](?!.*--)[A-Za-z0-9-]*[A-Za-z0-9]", r"[A-Za-z0-9-]", "-", True, True)
     CONTAINER_REGISTRY = NameRule(5, 50, r"[A-Za-z0-9]+", r"[A-Za-z0-9]", "", True, True)
-    ML_WORKSPACE = NameRule(3, 33, r"[A-Za-z0-9][A-Za-z0-9_-]*", r"[A-Za-z0-9_-]", "-", False, False)
+    # Machine Learning workspaces: 3-33 "Alphanumerics and hyphens" (resource-name-rules.md,
+    # Microsoft.MachineLearningServices); no underscore. Starting with a letter or digit as the
+    # workspaces API's own pattern (^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$) requires.
+    ML_WORKSPACE = NameRule(3, 33, r"[A-Za-z0-9][A-Za-z0-9-]*", r"[A-Za-z0-9-]", "-", False, False)
     LOG_ANALYTICS = NameRule(4, 63, r"[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]", r"[A-Za-z0-9-]", "-", False, False)
     APP_INSIGHTS = NameRule(1, 260, r"[^%&\\?/]*[^%&\\?/. ]", r"[^%&\\?/]", "-", False, False)
     CONTAINER_GROUP = NameRule(1, 63, r"[a-z0-9](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, False)

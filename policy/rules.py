@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 import yaml
 
 from content import edge_manifest
-from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, VM_VCPUS, lifecycle
+from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, GENERAL_SIZES, VM_VCPUS, general_lifecycle, lifecycle
 from serving.settings import AUTH_KEYS
 
 # Stacks where speed beats safety: nothing has to be protected there. `lab` runs everything on
@@ -364,28 +364,35 @@ def _pools(args: ResourceArgs) -> list[Mapping[str, Any]]:
 
 
 def _lifecycle(args: ResourceArgs) -> list[tuple[str, Optional[str], Optional[str]]]:
-    """(pool, error, warning) for every pool on an accelerator size, from infra/vm_sizes.py's table of
-    sizes and retirement dates (the config checks read the same table), on today's date."""
+    """(pool, error, warning) for every pool on a size with lifecycle data, from infra/vm_sizes.py's tables
+    (the config checks read the same), on today's date. A general size under capacity restrictions is
+    a warning here, as for an existing cluster: the pack also sees clusters that already run, whose
+    subscription keeps its approved quota; the config check makes it an error for a cluster the stack
+    creates."""
     today = CLOCK.today()
+    location = args.props.get("location") if args.resource_type == MANAGED_CLUSTER else None
     found = []
     for pool in _pools(args):
-        size = pool.get("vmSize") or ""
+        size = str(pool.get("vmSize") or "")
+        name = str(pool.get("name") or pool.get("agentPoolName") or args.name)
         if size in ACCELERATOR_SIZES:
-            error, warning = lifecycle(str(size), today)
-            found.append((str(pool.get("name") or pool.get("agentPoolName") or args.name), error, warning))
+            found.append((name, *lifecycle(size, today, str(location) if location else None)))
+        elif size in GENERAL_SIZES:
+            found.append((name, *general_lifecycle(size, today, new=False)))
     return found
 
 
 def no_retired_vm_sizes(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """No node pool on a size past its retirement date (NC, NCv3) or usable only by Azure ML's
-    ended FPGA service (Brainwave's Standard_PB6s)."""
+    """No node pool on a size past its retirement date (NC, NCv3; Dv2/Dsv2 after 2028-05-01, ...) or
+    usable only by Azure ML's ended FPGA service (Brainwave's Standard_PB6s)."""
     for pool, error, _warning in _lifecycle(args):
         if error:
             report_violation(f"node pool {pool!r}: {error}")
 
 
 def vm_sizes_retiring(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """Advisory: a node pool on a size with an announced retirement date (NP-series)."""
+    """Advisory: a node pool on a size with an announced retirement date (NP-series, the v1-v3 general
+    series) or under Azure's capacity growth restrictions."""
     for pool, _error, warning in _lifecycle(args):
         if warning:
             report_violation(f"node pool {pool!r}: {warning}")
@@ -567,7 +574,8 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
         Rule("promoted-images-by-digest", True, "Promoted stacks run images pinned by digest.",
              promoted_images_by_digest(promoted)),
         Rule("no-retired-vm-sizes", True, "No node pool on a retired or Brainwave-era VM size.", no_retired_vm_sizes),
-        Rule("vm-sizes-retiring", False, "Node pools on sizes with an announced retirement (advisory).",
+        Rule("vm-sizes-retiring", False,
+             "Node pools on sizes with an announced retirement or under capacity restrictions (advisory).",
              vm_sizes_retiring),
         Rule("aks-fastprod-capacity", True, "FastProd AKS clusters have at least 3 nodes and 12 vCPUs.",
              aks_fastprod_capacity),

@@ -32,7 +32,7 @@ def accelerated(pkl) -> dict:
     services asking for each, one through the Azure ML SDK's `gpu_cores`."""
     config = copy.deepcopy(dev_config(pkl))
     config["ml-deploy:aks_clusters"] = [
-        {"name": "prod", "agent_count": 3, "vm_size": "Standard_D3_v2",
+        {"name": "prod", "agent_count": 3, "vm_size": "Standard_D4s_v5",
          "accelerator_pools": [
              {"name": "gpu", "vm_size": "Standard_NC4as_T4_v3", "count": 1},
              {"name": "fpga", "vm_size": "Standard_NP10s", "count": 1},

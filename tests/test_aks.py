@@ -19,7 +19,7 @@ K8S_VERSION = kubernetes_validate.latest_version()
 @pytest.fixture
 def aks(config):
     config["ml-deploy:aks_clusters"] = [
-        {"name": "prod", "agent_count": 3, "vm_size": "Standard_D3_v2", "cluster_purpose": "FastProd"},
+        {"name": "prod", "agent_count": 3, "vm_size": "Standard_D4s_v5", "cluster_purpose": "FastProd"},
         {"name": "shared", "attach": {"resource_group": "platform-rg", "cluster_name": "platform-aks"}},
     ]
     config["ml-deploy:services"] += [
@@ -42,11 +42,11 @@ def kube_objects(rec):
 
 def test_fastprod_needs_twelve_vcpus(aks):
     aks["ml-deploy:aks_clusters"][0]["agent_count"] = 2
-    assert_rejected(aks, "aks_clusters[0].agent_count", "12 vCPUs; 2 x Standard_D3_v2 (4 vCPUs) has 8")
+    assert_rejected(aks, "aks_clusters[0].agent_count", "12 vCPUs; 2 x Standard_D4s_v5 (4 vCPUs) has 8")
 
 
 def test_fastprod_needs_three_nodes_even_with_enough_vcpus(aks):
-    aks["ml-deploy:aks_clusters"][0].update(agent_count=2, vm_size="Standard_D8s_v3")
+    aks["ml-deploy:aks_clusters"][0].update(agent_count=2, vm_size="Standard_D8s_v5")
     assert_rejected(aks, "aks_clusters[0].agent_count", "at least 3 nodes")
 
 
@@ -55,7 +55,7 @@ def test_a_size_that_does_not_exist_is_unknown(aks):
     assert_rejected(aks, "aks_clusters[0].vm_size", "unknown VM size")
 
 
-def test_fastprod_with_three_d3_v2_passes(aks, run):
+def test_fastprod_with_three_d4s_v5_passes(aks, run):
     assert len(run(aks).of_type(CLUSTER)) == 1
 
 
@@ -138,7 +138,7 @@ def test_cluster_has_managed_identity_logs_and_protect(aks, run):
     rec = run(aks)
     cluster = rec.of_type(CLUSTER)[0]
     assert cluster.inputs["identity"] == {"type": "SystemAssigned"}
-    assert cluster.inputs["agentPoolProfiles"][0]["vmSize"] == "Standard_D3_v2"
+    assert cluster.inputs["agentPoolProfiles"][0]["vmSize"] == "Standard_D4s_v5"
     logs = rec.of_type("azure-native:operationalinsights:Workspace")[0]
     assert cluster.inputs["addonProfiles"]["omsagent"]["config"]["logAnalyticsWorkspaceResourceID"] == logs.id
     assert cluster.protect

@@ -34,3 +34,16 @@ def test_storage_names_are_cut_to_24():
 ])
 def test_invalid_names_are_rejected(kind, bad):
     assert not is_valid(kind, bad)
+
+
+# Microsoft.MachineLearningServices/workspaces: 3-33 "Alphanumerics and hyphens" (MicrosoftDocs/azure-docs
+# articles/azure-resource-manager/management/resource-name-rules.md).
+@pytest.mark.parametrize("bad", ["ml_ws", "-mlws", "ab", "a" * 34, "ml.ws"])
+def test_workspace_names_take_only_letters_digits_and_hyphens(bad):
+    assert not is_valid(Kind.ML_WORKSPACE, bad)
+
+
+def test_workspace_name_from_a_stack_with_an_underscore_drops_it():
+    # Pulumi stack names may hold `_` and `.`; the workspace name derived from one may not.
+    name = azure_name(Kind.ML_WORKSPACE, "mlws", "team_a.prod")
+    assert name == "mlws-teamaprod" and is_valid(Kind.ML_WORKSPACE, name)

@@ -186,7 +186,7 @@ def test_deleting_a_protected_resource_is_flagged(config):
 
 @pytest.fixture
 def aks(config):
-    config["ml-deploy:aks_clusters"] = [{"name": "prod", "agent_count": 3, "vm_size": "Standard_D3_v2"}]
+    config["ml-deploy:aks_clusters"] = [{"name": "prod", "agent_count": 3, "vm_size": "Standard_D4s_v5"}]
     config["ml-deploy:services"] = [{"name": "diabetes-aks", "image": "diabetes", "target": "aks", "cluster": "prod",
                                      "primary_key": "k" * 32, "secondary_key": "s" * 32}]
     return config
@@ -214,7 +214,7 @@ def test_a_new_key_replaces_the_kubernetes_secret_without_showing_it(aks):
 
 def test_a_new_node_size_is_planned_as_an_update_azure_refuses(aks):
     after = copy.deepcopy(aks)
-    after["ml-deploy:aks_clusters"][0]["vm_size"] = "Standard_D4s_v3"
+    after["ml-deploy:aks_clusters"][0]["vm_size"] = "Standard_D8s_v5"
     d = plan_diff(aks, after)
     cluster = change(d, "prod-cluster")
     assert cluster.op == "update"

@@ -258,7 +258,7 @@ def test_a_pool_without_a_size_is_not_refused():
 # ---- aks-fastprod-capacity ------------------------------------------------------------------------------
 
 def test_three_d3_v2_nodes_make_a_fastprod_cluster():
-    assert violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_D3_v2", "count": 3})) == []
+    assert violations(rules.aks_fastprod_capacity, cluster({"vmSize": "Standard_D4s_v5", "count": 3})) == []
 
 
 def test_two_large_nodes_are_too_few_for_fastprod():

@@ -97,7 +97,7 @@ def test_promoted_aci_service_pulls_from_the_source_registry_with_acrpull(config
 
 
 def test_promoted_aks_cluster_gets_acrpull_on_the_source_registry(config, staging):
-    config["ml-deploy:aks_clusters"] = [{"name": "prod", "agent_count": 3, "vm_size": "Standard_D3_v2"}]
+    config["ml-deploy:aks_clusters"] = [{"name": "prod", "agent_count": 3, "vm_size": "Standard_D4s_v5"}]
     config["ml-deploy:services"] = [{"name": "diabetes-aks", "image": "diabetes", "target": "aks", "cluster": "prod"}]
     rec = run_prod(promoted(config, staging), staging)
     grant = rec.by_name(ROLE, "prod-acrpull")

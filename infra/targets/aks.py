@@ -16,7 +16,8 @@ from components.naming import Kind, azure_name
 from components.service import ProbeTimings
 from infra.config import ServiceBase, StackConfig, Strict, TlsSettings
 from infra.targets import DeployContext, Deployed, MockResource, Target, register
-from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, RESOURCES, VM_VCPUS, lifecycle
+from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
+                             lifecycle, system_pool_problem)
 from serving import settings as runtime
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
@@ -65,7 +66,8 @@ class AksClusterConfig(Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
     agent_count: int = Field(default=3, ge=1, le=100)
-    vm_size: str = "Standard_D3_v2"
+    vm_size: str = SYSTEM_POOL_DEFAULT
+    """The system pool's size (infra/vm_sizes.py SYSTEM_POOL_DEFAULT, Standard_D4s_v5, unless set)."""
     cluster_purpose: Literal["FastProd", "DevTest"] = "FastProd"
     attach: Optional[AttachConfig] = None
     accelerator_pools: list[AcceleratorPoolConfig] = Field(default_factory=list)
@@ -242,11 +244,18 @@ def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
             problems.append(f"{path}.vm_size: {error}" if error and ACCELERATOR_SIZES[cluster.vm_size].brainwave_only
                             else f"{path}.vm_size: {cluster.vm_size} is an accelerator size: declare it under "
                                  f"accelerator_pools; the system pool runs the cluster's own pods on a general size "
-                                 f"(e.g. Standard_D3_v2)")
+                                 f"(e.g. {SYSTEM_POOL_DEFAULT})")
         elif vcpus is None:
             problems.append(f"{path}.vm_size: unknown VM size {cluster.vm_size!r}; use one of the sizes in "
-                            f"infra/vm_sizes.py (e.g. Standard_D3_v2), or add it there with its vCPU count")
-        elif cluster.cluster_purpose == "FastProd" and (
+                            f"infra/vm_sizes.py (e.g. {SYSTEM_POOL_DEFAULT}), or add it there with its vCPU count")
+        else:
+            # The cluster is created by this stack: a size new subscriptions can't deploy is an error.
+            error, _warning = general_lifecycle(cluster.vm_size, today, new=True)
+            unfit = system_pool_problem(cluster.vm_size)
+            problems += [f"{path}.vm_size: {why}" for why in (unfit, error) if why]
+        if vcpus is None:
+            continue
+        if cluster.cluster_purpose == "FastProd" and (
             vcpus * cluster.agent_count < FASTPROD_MIN_VCPUS or cluster.agent_count < FASTPROD_MIN_NODES
         ):
             need = max(FASTPROD_MIN_NODES, -(-FASTPROD_MIN_VCPUS // vcpus))
