@@ -26,6 +26,15 @@ ACCELERATOR_LABEL = "ml-deploy/accelerator"
 """Node label `ml-deploy/accelerator: <kind>` on every accelerator pool: what services and device
 plugins select."""
 POOL_LABEL = "ml-deploy/pool"
+SYSTEM_POOL_TAINT = "CriticalAddonsOnly=true:NoSchedule"
+"""On the system pool when the cluster has a user pool: AKS's own add-ons tolerate it, application pods
+land on user pools (MicrosoftDocs/azure-aks-docs articles/aks/use-system-pools.md, dedicated system pools)."""
+# Cilium enforces NetworkPolicy on Azure CNI's overlay; networkPolicy cilium requires networkDataplane
+# cilium (learn.microsoft.com/azure/aks/azure-cni-powered-by-cilium; the AKS API's NetworkPolicy enum).
+NETWORK_PLUGIN = "azure"
+NETWORK_PLUGIN_MODE = "overlay"
+NETWORK_DATAPLANE = "cilium"
+NETWORK_POLICY = "cilium"
 
 # NVIDIA's device plugin, as in NVIDIA/k8s-device-plugin deployments/static/nvidia-device-plugin.yml at
 # tag v0.20.0 (2026-08-19); FAIL_ON_INIT_ERROR=false as AKS's use-nvidia-gpu.md sets it.
@@ -62,6 +71,22 @@ class AcceleratorPool:
         return self.min_count is not None and self.max_count is not None
 
 
+@dataclass(frozen=True)
+class UserPool:
+    """The user pool the scoring pods run on (untainted), while the system pool keeps AKS's own pods."""
+
+    name: str
+    vm_size: str
+    count: Optional[int] = 3
+    """Fixed node count; None with min_count/max_count (the cluster autoscaler sizes the pool)."""
+    min_count: Optional[int] = None
+    max_count: Optional[int] = None
+
+    @property
+    def autoscale(self) -> bool:
+        return self.min_count is not None and self.max_count is not None
+
+
 def accelerator_toleration(kind: str) -> k8s.core.v1.TolerationArgs:
     """Tolerates the taint of accelerator pools of `kind`."""
     return k8s.core.v1.TolerationArgs(key=ACCELERATOR_TAINT_KEY, operator="Equal", value=kind, effect="NoSchedule")
@@ -85,6 +110,8 @@ class AksClusterArgs:
     attach_resource_group: Optional[str] = None
     accelerator_pools: tuple[AcceleratorPool, ...] = field(default_factory=tuple)
     """User pools of GPU or FPGA nodes; only on a created cluster (config validation says so)."""
+    user_pool: Optional[UserPool] = None
+    """The pool services run on; with it the system pool is tainted for critical add-ons only."""
 
 
 def _kubelet_object_id(profile: Optional[dict[str, Any]]) -> str:
@@ -139,8 +166,15 @@ class AksCluster(pulumi.ComponentResource):
                         vm_size=args.vm_size,
                         os_type=containerservice.OSType.LINUX,
                         type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+                        node_taints=[SYSTEM_POOL_TAINT] if args.user_pool else None,
                     )
                 ],
+                # A network-policy engine, so the services' NetworkPolicies are enforced (without one
+                # AKS accepts them and enforces nothing: MicrosoftDocs/azure-aks-docs articles/aks/use-network-policies.md).
+                network_profile=containerservice.ContainerServiceNetworkProfileArgs(
+                    network_plugin=NETWORK_PLUGIN, network_plugin_mode=NETWORK_PLUGIN_MODE,
+                    network_dataplane=NETWORK_DATAPLANE, network_policy=NETWORK_POLICY,
+                ),
                 enable_rbac=True,
                 # Workload identity: pods get Azure tokens for their own managed identity (model
                 # data collection) instead of sharing node credentials.
@@ -160,6 +194,8 @@ class AksCluster(pulumi.ComponentResource):
             )
             for pool in args.accelerator_pools:
                 self._agent_pool(name, pool, cluster, args.resource_group_name)
+            if args.user_pool is not None:
+                self._user_pool(name, args.user_pool, cluster, args.resource_group_name)
             cluster_name: pulumi.Input[str] = cluster.name
             resource_group: pulumi.Input[str] = args.resource_group_name
             profile: pulumi.Output[Any] = cluster.identity_profile
@@ -220,6 +256,27 @@ class AksCluster(pulumi.ComponentResource):
             # Only pods that tolerate the taint (accelerated services, the device plugin) use these nodes.
             node_taints=[f"{ACCELERATOR_TAINT_KEY}={pool.kind}:NoSchedule"],
             node_labels={ACCELERATOR_LABEL: pool.kind, POOL_LABEL: pool.name},
+            # Deleting the cluster deletes its pools; no separate delete call against a cluster already gone.
+            opts=pulumi.ResourceOptions(parent=self, deleted_with=cluster, ignore_changes=ignore),
+        )
+
+    def _user_pool(self, name: str, pool: UserPool, cluster: containerservice.ManagedCluster,
+                   resource_group_name: pulumi.Input[str]) -> containerservice.AgentPool:
+        ignore = ["count"] if pool.autoscale else []  # the autoscaler owns an autoscaled pool's count
+        return containerservice.AgentPool(
+            f"{name}-pool-{pool.name}",
+            agent_pool_name=pool.name,
+            resource_name_=cluster.name,
+            resource_group_name=resource_group_name,
+            mode=containerservice.AgentPoolMode.USER,
+            os_type=containerservice.OSType.LINUX,
+            type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+            vm_size=pool.vm_size,
+            count=pool.min_count if pool.autoscale else pool.count,
+            enable_auto_scaling=pool.autoscale,
+            min_count=pool.min_count,
+            max_count=pool.max_count,
+            node_labels={POOL_LABEL: pool.name},
             # Deleting the cluster deletes its pools; no separate delete call against a cluster already gone.
             opts=pulumi.ResourceOptions(parent=self, deleted_with=cluster, ignore_changes=ignore),
         )

@@ -36,6 +36,11 @@ EPHEMERAL_STORAGE_REQUEST = "1Gi"
 EPHEMERAL_STORAGE_LIMIT = "2Gi"
 # Kubernetes' well-known node labels (kubernetes.io/docs/reference/labels-annotations-taints/).
 SPREAD_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+SINGLE_REPLICA_ANNOTATION = "ml-deploy/single-replica-reason"
+"""Why a production service runs one replica (the config's `single_replica_reason`), for the policy pack."""
+# Azure's cloud provider gives the Service a private IP in the cluster's VNet instead of a public one
+# (MicrosoftDocs/azure-aks-docs articles/aks/internal-lb.md; kubernetes-sigs/cloud-provider-azure's annotations).
+INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,12 @@ class AksServiceArgs:
     """Names of `kubernetes.io/dockerconfigjson` Secrets in the namespace, for a registry that needs a login."""
     annotations: dict[str, str] = field(default_factory=dict)
     """More annotations on every object (a cluster's await settings)."""
+    single_replica_reason: Optional[str] = None
+    """Why one replica is enough (annotated on the Deployment and autoscaler for the policy pack)."""
+    internal_load_balancer: bool = False
+    """A private IP in the cluster's VNet instead of a public one (Azure's cloud provider)."""
+    load_balancer_source_ranges: list[str] = field(default_factory=list)
+    """CIDRs allowed to reach the load balancer; empty: any address."""
 
 
 class AksService(pulumi.ComponentResource):
@@ -131,6 +142,13 @@ class AksService(pulumi.ComponentResource):
         labels = {**args.tags, **selector}
         annotations = {**args.annotations, **({DESCRIPTION_ANNOTATION: args.description} if args.description else {})} or None
         meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels, annotations=annotations)
+        # The Deployment and autoscaler carry the reason for a single replica, if any.
+        scaled_meta = k8s.meta.v1.ObjectMetaArgs(
+            name=name, namespace=args.namespace, labels=labels,
+            annotations={**(annotations or {}), SINGLE_REPLICA_ANNOTATION: args.single_replica_reason}
+            if args.single_replica_reason else annotations)
+        service_annotations = {**(annotations or {}), INTERNAL_LB_ANNOTATION: "true"} \
+            if args.internal_load_balancer else annotations
         tls = args.tls
         settings = dataclasses.replace(
             args.settings, port=SERVING_PORT,
@@ -225,7 +243,7 @@ class AksService(pulumi.ComponentResource):
             node_selector = {ACCELERATOR_LABEL: accelerator.kind} if accelerator.pinned else None
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta,
+            metadata=scaled_meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 # With autoscaling the HPA owns the replica count; a fixed count here would fight it.
                 replicas=None if args.autoscale else (args.num_replicas or 1),
@@ -285,10 +303,12 @@ class AksService(pulumi.ComponentResource):
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
+                                                annotations=service_annotations),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="LoadBalancer",
                 selector=selector,
+                load_balancer_source_ranges=list(args.load_balancer_source_ranges) or None,
                 ports=[k8s.core.v1.ServicePortArgs(name="https", port=443, target_port=SERVING_PORT) if tls
                        else k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=SERVING_PORT)],
             ),
@@ -297,7 +317,7 @@ class AksService(pulumi.ComponentResource):
         if args.autoscale:
             k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa",
-                metadata=meta,
+                metadata=scaled_meta,
                 spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
                     scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
                         api_version="apps/v1", kind="Deployment", name=deployment.metadata.name
@@ -321,9 +341,26 @@ class AksService(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=meta,
-            # One pod at a time through node drains, which also lets a one-replica service drain.
+            # One pod at a time through node drains: with the two replicas production stacks run at least
+            # (HPA minimum included), one keeps serving; a justified single replica may still be drained
+            # (minAvailable: 1 would block every node drain and AKS upgrade).
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector)
+            ),
+            opts=on_cluster,
+        )
+
+        # Only the scoring port is admitted; enforced where the cluster runs a network-policy engine
+        # (AksCluster creates its clusters with Cilium). Egress stays open: App Insights, model data
+        # collection and scoring scripts reach Azure endpoints.
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta,
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                policy_types=["Ingress"],
+                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=SERVING_PORT, protocol="TCP")])],
             ),
             opts=on_cluster,
         )

@@ -248,11 +248,22 @@ def public_service_auth(args: ResourceArgs, report_violation: ReportViolation) -
             report_violation(f"local service {props.get('service')} listens on {host} without auth")
 
 
-def public_service_tls(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """Public endpoints are served over TLS (advisory until the scoring runtime serves TLS).
+# Azure's cloud provider gives a Service with this annotation a private IP only
+# (MicrosoftDocs/azure-aks-docs articles/aks/internal-lb.md): not a public endpoint.
+INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
 
-    Keyed on the inputs visible today: a public container group, or a LoadBalancer Service, whose
-    ports do not include 443 serves plain HTTP.
+
+def _internal_load_balancer(props: Mapping[str, Any]) -> bool:
+    annotations = (props.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(INTERNAL_LB_ANNOTATION, "")).lower() == "true"
+
+
+def public_service_tls(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """Public endpoints are served over TLS.
+
+    Keyed on the inputs visible today: a public container group, or a LoadBalancer Service that is
+    not internal, whose ports do not include 443 serves plain HTTP. The pack runs it twice: mandatory
+    on production stacks (`public-service-tls`), advisory on dev, local and lab (`public-service-tls-dev`).
     """
     props = args.props
     if args.resource_type == CONTAINER_GROUP and _public_container_group(props):
@@ -261,10 +272,51 @@ def public_service_tls(args: ResourceArgs, report_violation: ReportViolation) ->
             report_violation(f"public container group serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}")
     elif args.resource_type == K8S_SERVICE:
         spec = props.get("spec") or {}
-        if spec.get("type") == "LoadBalancer":
+        if spec.get("type") == "LoadBalancer" and not _internal_load_balancer(props):
             ports = {p.get("port") for p in spec.get("ports") or []}
             if HTTPS_PORT not in ports:
                 report_violation(f"LoadBalancer Service serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}")
+
+
+def on_stacks(production: bool, validate: Callable[[ResourceArgs, ReportViolation], None]
+              ) -> Callable[[ResourceArgs, ReportViolation], None]:
+    """`validate` on production stacks only (every stack but dev, local and lab), or on those three only."""
+    def on(args: ResourceArgs, report_violation: ReportViolation) -> None:
+        if (stack_of(args.urn) not in UNPROTECTED_STACKS) == production:
+            validate(args, report_violation)
+    return on
+
+
+# ---- production-replicas ------------------------------------------------------------------------
+
+K8S_HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SINGLE_REPLICA_ANNOTATION = "ml-deploy/single-replica-reason"
+"""components/aks_service.py writes the config's `single_replica_reason` here."""
+
+
+def production_replicas(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """A production service runs at least two replicas, or says why one is enough.
+
+    One replica means every node drain or AKS upgrade takes the service down (its PodDisruptionBudget
+    lets the pod go, or the drain would never finish). A Deployment with `replicas: 1`, or an
+    autoscaler whose `minReplicas` is 1 or unset (Kubernetes' default, 1), needs the
+    `ml-deploy/single-replica-reason` annotation: the service's `single_replica_reason`.
+    """
+    if stack_of(args.urn) in UNPROTECTED_STACKS:
+        return
+    props = args.props
+    spec = props.get("spec") or {}
+    if args.resource_type == K8S_DEPLOYMENT and spec.get("replicas") == 1:
+        what = "Deployment runs 1 replica"
+    elif args.resource_type == K8S_HPA and int(spec.get("minReplicas") or 1) < 2:
+        what = f"autoscaler may scale down to {spec.get('minReplicas') or 1} replica"
+    else:
+        return
+    annotations = (props.get("metadata") or {}).get("annotations") or {}
+    if not str(annotations.get(SINGLE_REPLICA_ANNOTATION) or "").strip():
+        report_violation(f"{what} on production stack {stack_of(args.urn)!r}: a node drain or AKS upgrade takes "
+                         f"it down; run 2 or more (num_replicas, autoscale_min_replicas) or say why one is enough "
+                         f"in the service's single_replica_reason")
 
 
 # ---- stateful-resources-protected ---------------------------------------------------------------
@@ -567,8 +619,12 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
     return [
         Rule("registry-admin-user-off", True, "Container registries keep their admin user off.", registry_admin_user_off),
         Rule("public-service-auth", True, "Every public scoring service checks a key.", public_service_auth),
-        Rule("public-service-tls", False, "Public scoring endpoints use TLS (advisory until the runtime serves TLS).",
-             public_service_tls),
+        Rule("public-service-tls", True, "Public scoring endpoints of production stacks use TLS.",
+             on_stacks(True, public_service_tls)),
+        Rule("public-service-tls-dev", False, "Public scoring endpoints of dev, local and lab stacks use TLS (advisory).",
+             on_stacks(False, public_service_tls)),
+        Rule("production-replicas", True, "Production services run 2+ replicas, or say why one is enough.",
+             production_replicas),
         Rule("stateful-resources-protected", True, "Stateful resources are protected outside dev, local and lab stacks.",
              stateful_resources_protected),
         Rule("promoted-images-by-digest", True, "Promoted stacks run images pinned by digest.",

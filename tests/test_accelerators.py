@@ -88,7 +88,8 @@ def _svc(config: dict, name: str) -> tuple[int, dict]:
 def test_each_pool_is_a_tainted_labelled_user_pool_of_the_created_cluster(rec):
     cluster = rec.of_type(CLUSTER)[0]
     pools = {p.name: p for p in rec.of_type(POOL)}
-    assert set(pools) == {"prod-pool-gpu", "prod-pool-fpga"}
+    # and the untainted user pool the scoring pods run on (tests/test_aks_hardening.py)
+    assert set(pools) == {"prod-pool-gpu", "prod-pool-fpga", "prod-pool-scoring"}
     for kind in ("gpu", "fpga"):
         pool = pools[f"prod-pool-{kind}"]
         assert pool.inputs["agentPoolName"] == pool.outputs["name"] == kind
@@ -122,7 +123,8 @@ def test_a_cluster_without_pools_gets_no_pool_and_no_device_plugin(accel, run):
     accel["ml-deploy:services"] = [s for s in accel["ml-deploy:services"]
                                    if s.get("cluster") != "prod"]
     rec = run(accel)
-    assert rec.of_type(POOL) == [] and rec.of_type(DAEMONSET) == [] and rec.of_type(CONFIGMAP) == []
+    assert [p.name for p in rec.of_type(POOL)] == ["prod-pool-scoring"]  # the services' user pool only
+    assert rec.of_type(DAEMONSET) == [] and rec.of_type(CONFIGMAP) == []
 
 
 # ---- device plugins ----------------------------------------------------------------------------------

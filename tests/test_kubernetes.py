@@ -141,7 +141,8 @@ def test_every_kubernetes_object_is_schema_valid(k8s, run):
     k8s["ml-deploy:kubernetes_clusters"][0]["api_only"] = True
     objects = [o for o in kube_objects(run(k8s)) if not o.type.startswith("pulumi:providers")]
     assert {o.type.split(":")[-1] for o in objects} == {
-        "Namespace", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+        "Namespace", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+        "NetworkPolicy"}
     for obj in objects:
         manifest = {k: v for k, v in obj.inputs.items() if not k.startswith("__")}
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)

@@ -115,7 +115,7 @@ def test_local_service_without_auth_on_loopback_passes_and_elsewhere_is_refused(
     assert violations(rules.public_service_auth, Args(rules.DYNAMIC, {**process, "host": "0.0.0.0"}))
 
 
-# ---- public-service-tls (advisory) -------------------------------------------------------------------
+# ---- public-service-tls (mandatory on production stacks, advisory elsewhere: tests/test_policy_production.py) -------------------------------------------------------------------
 
 def test_public_group_on_443_passes():
     assert violations(rules.public_service_tls, group([AUTH_ENV], ports=(443,))) == []
@@ -460,7 +460,7 @@ def check_recording(recording, stack: str) -> dict[str, list[str]]:
 
 def test_the_dev_stack_breaks_only_the_advisory_tls_rule(config, today):
     found = check_recording(run_config(config), "dev")
-    assert set(found) == {"public-service-tls"}, found
+    assert set(found) == {"public-service-tls-dev"}, found
 
 
 def test_dev_config_with_auth_off_breaks_the_auth_rule(config):
@@ -504,7 +504,7 @@ def test_evaluate_finds_a_dev_service_with_auth_off(config):
 def test_evaluate_passes_the_dev_config_with_auth_on_and_keeps_advisories(config):
     found = rules.evaluate(run_config(config).resources, "dev", ROOT)
     assert found and not [v for v in found if v.mandatory]
-    assert {v.rule for v in found} == {"public-service-tls"}
+    assert {v.rule for v in found} == {"public-service-tls-dev"}
 
 
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
@@ -537,7 +537,7 @@ class Planned:
 
 
 def test_evaluate_reads_promotion_from_the_stack_files_in_the_root_it_is_given(tmp_path: Path):
-    group_args = group([AUTH_ENV])
+    group_args = group([AUTH_ENV], ports=(443,))  # served over TLS, as production needs
     planned = [Planned(rules.CONTAINER_GROUP, "g", group_args.props, urn=group_args.urn)]
     assert [v.rule for v in rules.evaluate(planned, "prod", tmp_path) if v.mandatory] == []
     (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": {"ml-deploy:promote_from": "staging"}}))

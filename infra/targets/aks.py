@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from datetime import date
 from typing import Any, Literal, Optional
@@ -10,7 +11,7 @@ from typing import Any, Literal, Optional
 import pulumi
 from pydantic import Field
 
-from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs
+from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs, UserPool
 from components.aks_service import AcceleratorRequest, AksService, AksServiceArgs, ModelDataCollection
 from components.naming import Kind, azure_name
 from components.service import ProbeTimings
@@ -61,6 +62,20 @@ class AcceleratorPoolConfig(Strict):
         return self.min_count is not None and self.max_count is not None
 
 
+class UserPoolConfig(Strict):
+    """`aks_clusters[i].user_pool`: the pool the scoring pods run on, so the system pool keeps AKS's
+    own pods (tainted CriticalAddonsOnly, as AKS recommends: MicrosoftDocs/azure-aks-docs
+    articles/aks/use-system-pools.md). `user_pool: null` runs them on the system pool, untainted."""
+
+    name: str = Field(default="scoring", pattern=r"^[a-z][a-z0-9]{0,11}$")
+    vm_size: Optional[str] = None
+    """Default: the cluster's `vm_size`."""
+    count: Optional[int] = Field(default=None, ge=1, le=1000)
+    """Fixed node count; default the cluster's `agent_count` unless min_count/max_count are set."""
+    min_count: Optional[int] = Field(default=None, ge=1, le=1000)
+    max_count: Optional[int] = Field(default=None, ge=1, le=1000)
+
+
 class AksClusterConfig(Strict):
     """One entry of `ml-deploy:aks_clusters`: a cluster created for the stack, or an attached one."""
 
@@ -72,6 +87,8 @@ class AksClusterConfig(Strict):
     attach: Optional[AttachConfig] = None
     accelerator_pools: list[AcceleratorPoolConfig] = Field(default_factory=list)
     """GPU and FPGA pools added to a created cluster, each tainted `sku=<kind>:NoSchedule`."""
+    user_pool: Optional[UserPoolConfig] = Field(default_factory=UserPoolConfig)
+    """Where the scoring pods run on a created cluster; null: on the system pool."""
 
 
 class KubernetesWorkload(ServiceBase, TlsSettings):
@@ -93,10 +110,17 @@ class KubernetesWorkload(ServiceBase, TlsSettings):
     """Accelerators per replica (default 1)."""
     autoscale_enabled: Optional[bool] = None
     """Default: on unless `num_replicas` is set."""
-    autoscale_min_replicas: int = Field(default=1, ge=1)
+    autoscale_min_replicas: Optional[int] = Field(default=None, ge=1)
+    """Default 2 on a protected (production) stack, so a node drain never takes the service down; else 1."""
     autoscale_max_replicas: int = Field(default=10, ge=1)
     autoscale_target_utilization: int = Field(default=70, ge=1, le=100)
     num_replicas: Optional[int] = Field(default=None, ge=1)
+    single_replica_reason: Optional[str] = Field(default=None, min_length=1, max_length=250)
+    """Why a production service may run (or scale down to) one replica; the policy pack refuses one without it."""
+    internal_load_balancer: bool = False
+    """A private IP in the cluster's VNet instead of a public one (Azure's cloud provider: AKS)."""
+    load_balancer_source_ranges: list[str] = Field(default_factory=list)
+    """CIDRs allowed through the load balancer (`spec.loadBalancerSourceRanges`); empty: any address."""
     replica_max_concurrent_requests: int = Field(default=1, ge=1)
     period_seconds: int = Field(default=ProbeTimings.period_seconds, ge=1)
     initial_delay_seconds: int = Field(default=ProbeTimings.initial_delay_seconds, ge=0)
@@ -111,6 +135,12 @@ class KubernetesWorkload(ServiceBase, TlsSettings):
     @property
     def autoscale(self) -> bool:
         return self.autoscale_enabled if self.autoscale_enabled is not None else self.num_replicas is None
+
+    def min_replicas(self, production: bool) -> int:
+        """The fewest replicas the service runs: fixed, or the autoscaler's minimum (defaulted)."""
+        if not self.autoscale:
+            return self.num_replicas or 1
+        return self.autoscale_min_replicas or (2 if production else 1)
 
     @property
     def accelerator_ask(self) -> Optional[tuple[str, int, str]]:
@@ -127,9 +157,17 @@ class KubernetesWorkload(ServiceBase, TlsSettings):
                             self.success_threshold, self.failure_threshold)
 
 
-def workload_problems(path: str, svc: KubernetesWorkload) -> list[str]:
+def workload_problems(path: str, svc: KubernetesWorkload, production: bool = False) -> list[str]:
     """What is wrong with a workload's settings on any cluster: conflicting keys, label syntax."""
     problems: list[str] = []
+    for j, cidr in enumerate(svc.load_balancer_source_ranges):
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            problems.append(f"{path}.load_balancer_source_ranges[{j}]: {cidr!r} is not a CIDR (e.g. 203.0.113.0/24)")
+    if svc.single_replica_reason and svc.min_replicas(production) > 1:
+        problems.append(f"{path}.single_replica_reason: only for a service that runs one replica "
+                        f"(it runs at least {svc.min_replicas(production)})")
     if svc.gpu_cores and svc.accelerator is not None:
         problems.append(f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
                         f"not allowed with accelerator (set one or the other)")
@@ -137,9 +175,10 @@ def workload_problems(path: str, svc: KubernetesWorkload) -> list[str]:
         problems.append(f"{path}.accelerator_count: needs accelerator (gpu or fpga)")
     if svc.autoscale_enabled and svc.num_replicas is not None:
         problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
-    if svc.autoscale_min_replicas > svc.autoscale_max_replicas:
+    if svc.autoscale and svc.min_replicas(production) > svc.autoscale_max_replicas:
+        default = "" if svc.autoscale_min_replicas else " (its default on a protected stack)"
         problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
-                        f"({svc.autoscale_min_replicas} > {svc.autoscale_max_replicas})")
+                        f"({svc.min_replicas(production)}{default} > {svc.autoscale_max_replicas})")
     if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
         problems.append(f"{path}.secondary_key: must differ from primary_key")
     for key, value in svc.tags.items():
@@ -155,7 +194,7 @@ def workload_problems(path: str, svc: KubernetesWorkload) -> list[str]:
 def workload_args(
     svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
     provider: Any, accelerator: Optional[AcceleratorRequest],
-    app_insights_connection_string: Optional[pulumi.Input[str]], **extra: Any,
+    app_insights_connection_string: Optional[pulumi.Input[str]], production: bool, **extra: Any,
 ) -> AksServiceArgs:
     """The AksService inputs of a workload; `extra` holds what only one target sets."""
     return AksServiceArgs(
@@ -172,7 +211,7 @@ def workload_args(
         memory_gb=svc.memory_gb,
         accelerator=accelerator,
         autoscale=svc.autoscale,
-        autoscale_min_replicas=svc.autoscale_min_replicas,
+        autoscale_min_replicas=svc.min_replicas(production),
         autoscale_max_replicas=svc.autoscale_max_replicas,
         autoscale_target_utilization=svc.autoscale_target_utilization,
         num_replicas=svc.num_replicas,
@@ -184,6 +223,9 @@ def workload_args(
         description=svc.description,
         tags=svc.tags,
         tls=svc.tls_certificate(),
+        single_replica_reason=svc.single_replica_reason,
+        internal_load_balancer=svc.internal_load_balancer,
+        load_balancer_source_ranges=list(svc.load_balancer_source_ranges),
         **extra,
     )
 
@@ -225,6 +267,27 @@ def _pool_problems(path: str, pools: list[AcceleratorPoolConfig], today: date) -
     return problems
 
 
+def _user_pool_problems(path: str, cluster: AksClusterConfig) -> list[str]:
+    pool = cluster.user_pool
+    if pool is None:
+        return []
+    at = f"{path}.user_pool"
+    problems: list[str] = []
+    if pool.name == SYSTEM_POOL or pool.name in {p.name for p in cluster.accelerator_pools}:
+        problems.append(f"{at}.name: {pool.name!r} is already a pool of the cluster; choose another name")
+    if pool.vm_size is not None and (pool.vm_size in ACCELERATOR_SIZES or pool.vm_size not in VM_VCPUS):
+        problems.append(f"{at}.vm_size: {pool.vm_size!r} is not a general size in infra/vm_sizes.py "
+                        f"(accelerators go under accelerator_pools)")
+    if pool.count is not None and (pool.min_count is not None or pool.max_count is not None):
+        problems.append(f"{at}.count: not allowed with min_count/max_count (a fixed size, or the autoscaler's range)")
+    elif (pool.min_count is None) != (pool.max_count is None):
+        problems.append(f"{at}.{'max_count' if pool.max_count is None else 'min_count'}: required with the other "
+                        f"(the cluster autoscaler needs both)")
+    elif pool.min_count is not None and pool.max_count is not None and pool.min_count > pool.max_count:
+        problems.append(f"{at}.min_count: must not exceed max_count ({pool.min_count} > {pool.max_count})")
+    return problems
+
+
 def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
     problems: list[str] = []
     for i, cluster in enumerate(cfg.section("aks_clusters", AksClusterConfig)):
@@ -233,11 +296,13 @@ def _cluster_problems(cfg: StackConfig, today: date) -> list[str]:
             given = cluster.model_fields_set & {"agent_count", "vm_size", "cluster_purpose"}
             for key in sorted(given):
                 problems.append(f"{path}.{key}: not allowed with attach (the attached cluster keeps its own)")
+            if "user_pool" in cluster.model_fields_set:
+                problems.append(f"{path}.user_pool: not allowed with attach (the attached cluster keeps its own pools)")
             if cluster.accelerator_pools:
                 problems.append(f"{path}.accelerator_pools: not allowed with attach (ml-deploy adds node pools only "
                                 f"to clusters it creates; a service may still ask an attached cluster for a GPU)")
             continue
-        problems += _pool_problems(path, cluster.accelerator_pools, today)
+        problems += _pool_problems(path, cluster.accelerator_pools, today) + _user_pool_problems(path, cluster)
         vcpus = VM_VCPUS.get(cluster.vm_size)
         if cluster.vm_size in ACCELERATOR_SIZES:
             error, _warning = lifecycle(cluster.vm_size, today)
@@ -304,7 +369,7 @@ def _service_problems(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
     for i, svc in cfg.services_of(AksServiceConfig):
         path = f"services[{i}]"
-        problems += workload_problems(path, svc) + _accelerator_problems(path, svc, cfg)
+        problems += workload_problems(path, svc, cfg.workspace.protect) + _accelerator_problems(path, svc, cfg)
         if svc.cluster not in clusters:
             problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
     return problems
@@ -324,6 +389,16 @@ def accelerator_warnings(cfg: StackConfig, today: date) -> list[str]:
                 if warning:
                     warnings.append(f"aks_clusters[{i}].accelerator_pools[{j}].vm_size: {warning}")
     return warnings
+
+
+def _user_pool(cluster: AksClusterConfig) -> Optional[UserPool]:
+    pool = cluster.user_pool
+    if pool is None or cluster.attach is not None:
+        return None
+    autoscale = pool.min_count is not None and pool.max_count is not None
+    return UserPool(name=pool.name, vm_size=pool.vm_size or cluster.vm_size,
+                    count=None if autoscale else (pool.count or cluster.agent_count),
+                    min_count=pool.min_count, max_count=pool.max_count)
 
 
 def _pool(pool: AcceleratorPoolConfig) -> AcceleratorPool:
@@ -358,6 +433,7 @@ def setup(ctx: DeployContext) -> dict[str, AksCluster]:
                 protect=ctx.cfg.workspace.protect,
                 attach_resource_group=c.attach.resource_group if c.attach else None,
                 accelerator_pools=tuple(_pool(p) for p in c.accelerator_pools),
+                user_pool=_user_pool(c),
             ),
         )
     return clusters
@@ -382,6 +458,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
             app_insights_connection_string=(
                 workspace.app_insights_connection_string if svc.enable_app_insights else None
             ),
+            production=ctx.cfg.workspace.protect,
             collection=ModelDataCollection(
                 resource_group_name=workspace.resource_group_name,
                 subscription_id=workspace.subscription_id,

@@ -115,7 +115,7 @@ def check(cfg: StackConfig) -> list[str]:
     clusters = {c.name for c in cfg.section("kubernetes_clusters", KubernetesClusterConfig)}
     for i, svc in cfg.services_of(KubernetesServiceConfig):
         path = f"services[{i}]"
-        problems += workload_problems(path, svc)
+        problems += workload_problems(path, svc, cfg.workspace.protect)
         if svc.cluster not in clusters:
             problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in kubernetes_clusters")
         problem = pushed_image_problem(cfg, i, "kubernetes")
@@ -169,6 +169,7 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
             app_insights_connection_string=(
                 workspace.app_insights_connection_string if svc.enable_app_insights and workspace else None
             ),
+            production=ctx.cfg.workspace.protect,
             image_pull_secrets=list(namespace.image_pull_secrets),
             annotations=cluster.annotations,
         ),
