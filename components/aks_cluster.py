@@ -15,6 +15,7 @@ from pulumi_azure_native import authorization, containerservice
 from components import TOKEN_PREFIX
 from components.naming import Kind, azure_name
 from components.roles import ACR_PULL, role_definition_id
+from components.service import SCORING_NAMESPACE_LABELS
 
 
 AcceleratorKind = Literal["gpu", "fpga"]
@@ -354,7 +355,7 @@ class AksCluster(pulumi.ComponentResource):
         if name not in self._namespaces:
             self._namespaces[name] = k8s.core.v1.Namespace(
                 f"{self._name}-ns-{name}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels={"app.kubernetes.io/managed-by": "ml-deploy"}),
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=dict(SCORING_NAMESPACE_LABELS)),
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
         return self._namespaces[name]

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import TOKEN_PREFIX
+from components.service import SCORING_NAMESPACE_LABELS
 
 PULL_SECRET_NAME = "ml-deploy-registry"
 """The image pull secret's name in each namespace."""
@@ -88,7 +89,7 @@ class KubernetesCluster(pulumi.ComponentResource):
         """The namespace `name` (and its pull secret), registered once however many services use it."""
         if name not in self._namespaces:
             on_cluster = pulumi.ResourceOptions(parent=self, provider=self.provider)
-            labels = {"app.kubernetes.io/managed-by": "ml-deploy"}
+            labels = dict(SCORING_NAMESPACE_LABELS)
             namespace = k8s.core.v1.Namespace(
                 f"{self._name}-ns-{name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=labels, annotations=self.annotations or None),

@@ -9,6 +9,18 @@ from typing import Optional
 
 import pulumi
 
+# Every namespace ml-deploy creates for scoring pods enforces the Pod Security "restricted" level
+# that its pods are checked against (tests/test_pod_security.py), so a hand-made change that
+# weakens them is refused by the cluster too (kubernetes.io Pod Security Admission; the labels and
+# values as in kubernetes/website examples/security/podsecurity-restricted.yaml).
+SCORING_NAMESPACE_LABELS = {
+    "app.kubernetes.io/managed-by": "ml-deploy",
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
+}
+
 TLS_DIR = "/etc/scoring-tls"
 """Where a container's certificate and key are mounted (a secret volume)."""
 TLS_CERT_NAME = "cert.pem"

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from cli import offline
 from tests.kube_manifests import ROOT, STACKS, scoring_workloads, stack_objects
 
 # Node agents the cluster runs in kube-system, which PodSecurity leaves unlabelled (privileged): the
@@ -153,3 +154,17 @@ def test_scoring_pods_have_a_read_only_root_a_writable_tmp_and_no_api_token(stac
             assert "ephemeral-storage" in container["resources"][kind]
         spread = {(c["topologyKey"], c["whenUnsatisfiable"]) for c in pod["topologySpreadConstraints"]}
         assert spread == {("kubernetes.io/hostname", "ScheduleAnyway"), ("topology.kubernetes.io/zone", "ScheduleAnyway")}
+
+
+def test_scoring_namespaces_enforce_the_restricted_level(monkeypatch):
+    """What the tests check, the cluster enforces: each namespace ml-deploy creates for scoring pods."""
+    monkeypatch.setenv("ML_DEPLOY_OFFLINE_PLAN", "1")
+    found = 0
+    for stack in ("prod", "lab"):
+        rec = offline.run(offline.stack_config(stack), stack=stack)
+        for ns in rec.of_type("kubernetes:core/v1:Namespace"):
+            labels = ns.inputs["metadata"]["labels"]
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted", ns.name
+            assert labels["pod-security.kubernetes.io/warn"] == "restricted", ns.name
+            found += 1
+    assert found >= 2
