@@ -49,7 +49,7 @@ OFFLINE_NOTE = ("Computed offline: each revision's program ran under Pulumi's mo
 _RECORDER = r"""
 import json, os, sys
 from pathlib import Path
-root, out, stacks = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+root, out, linked_from, stacks = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 sys.path.insert(0, str(root))
 # Which files each stack's program opens: a file the base revision read from outside its own tree
 # (a link to the working tree's untracked copy, or an absolute path) was not the base's own bytes.
@@ -69,8 +69,12 @@ def foreign():
         inside = path.startswith(str(root) + os.sep)
         if inside and os.path.realpath(path).startswith(real_root + os.sep):
             continue  # the revision's own file
-        found.append({"path": os.path.relpath(path, root) if inside else path,
-                      "kind": "linked" if inside else "outside"})
+        # A link's target in the working tree, reached by its resolved path, is the same linked file.
+        via_link = bool(linked_from) and path.startswith(linked_from + os.sep)
+        shown = os.path.relpath(path, root) if inside else os.path.relpath(path, linked_from) if via_link else path
+        entry = {"path": shown, "kind": "linked" if inside or via_link else "outside"}
+        if entry not in found:
+            found.append(entry)
     return found
 result = {}
 for stack in stacks:
@@ -179,7 +183,8 @@ def record(root: Path, stacks: list[str], as_root: Optional[Path] = None) -> dic
         out = Path(tmp) / "recording.json"
         # An offline plan: machine-local files (a kubeconfig) may be stand-ins (infra/config.py offline).
         env = {**os.environ, "PYTHONPATH": str(root), "PULUMI_SKIP_UPDATE_CHECK": "true", "ML_DEPLOY_OFFLINE_PLAN": "1"}
-        done = subprocess.run([sys.executable, "-c", _RECORDER, str(root), str(out), *stacks],
+        linked_from = str(as_root.resolve()) if as_root is not None else ""
+        done = subprocess.run([sys.executable, "-c", _RECORDER, str(root), str(out), linked_from, *stacks],
                               cwd=root, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no output")
