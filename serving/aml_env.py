@@ -18,6 +18,8 @@ CORS_ORIGINS = "AML_CORS_ORIGINS"
 """Comma-separated origins allowed to call the service from a browser; `*` for any."""
 SERVER_VERSION_ENABLED = "SERVER_VERSION_LOG_RESPONSE_ENABLED"
 """`false` (or anything but `true`) drops the `x-ms-server-version` header."""
+SERVER_VERSION_VALUE = "HTTP_X_MS_SERVER_VERSION"
+"""The header's value when set (`azmlinfsrv` sets it as Azure ML's server does); else this runtime's name."""
 SERVICE_NAME = "SERVICE_NAME"
 SERVICE_VERSION = "SERVICE_VERSION"
 SERVICE_PATH_PREFIX = "SERVICE_PATH_PREFIX"
@@ -43,7 +45,7 @@ def from_environ(env: Optional[Mapping[str, str]] = None) -> AmlEnv:
     prefix = env.get(SERVICE_PATH_PREFIX, "").strip("/")
     return AmlEnv(
         cors_origins=origins,
-        server_version=SERVER_VERSION if enabled else None,
+        server_version=(env.get(SERVER_VERSION_VALUE) or SERVER_VERSION) if enabled else None,
         service_name=env.get(SERVICE_NAME, "ML service"),
         service_version=env.get(SERVICE_VERSION, "1.0"),
         service_path_prefix=f"/{prefix}" if prefix else "",

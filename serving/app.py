@@ -38,6 +38,8 @@ from serving.settings import Settings
 from serving.swagger import Swagger, SwaggerNotFound
 
 log = logging.getLogger("serving")
+access_log = logging.getLogger("azmlinfsrv")
+"""Where the access lines go, under the name Azure ML's server logs them with (settings.ACCESS_LOG)."""
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -108,6 +110,7 @@ class ScoringApp:
         self.keys = [k.encode() for k in settings.auth_keys]
         self.cors = _Cors(self.env.cors_origins) if self.env.cors_origins else None
         self.server_version = self.env.server_version.encode() if self.env.server_version else None
+        self.access_log = settings.access_log
 
     # ---- lifespan -------------------------------------------------------------------------
     def _start_init(self) -> None:
@@ -172,6 +175,35 @@ class ScoringApp:
             return
         if scope["type"] != "http":
             return
+        if self.access_log:
+            await self._logged(scope, receive, send)
+            return
+        await self._http(scope, receive, send)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request and log it as Azure ML's server does: `POST /score 200 1.234ms 17`.
+
+        Logged when the response starts, as the reference logs it before its body is sent: a streamed
+        body's length is not known then (`N/A`), and its client sees the line before the body ends.
+        """
+        started = time.perf_counter()
+        path = scope["path"]
+        if path not in (names.SCORE_PATH, names.SWAGGER_PATH):
+            await self._http(scope, receive, send)
+            return
+
+        async def logging_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                length = next((v.decode("latin-1") for k, v in message["headers"] if k == b"content-length"), "N/A")
+                query = scope.get("query_string", b"")
+                shown = f"{path}?{query.decode('latin-1')}" if query else path
+                access_log.info("%s %s %d %.3fms %s", scope["method"], shown, message["status"], elapsed_ms, length)
+            await send(message)
+
+        await self._http(scope, receive, logging_send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_headers: Headers = scope["headers"]
         headers = dict(raw_headers)
         path, method = scope["path"], scope["method"]
