@@ -239,6 +239,19 @@ class AksCluster(pulumi.ComponentResource):
 
     def _agent_pool(self, name: str, pool: AcceleratorPool, cluster: containerservice.ManagedCluster,
                     resource_group_name: pulumi.Input[str]) -> containerservice.AgentPool:
+        # Only pods that tolerate the taint (accelerated services, the device plugin) use these nodes.
+        return self._pool(name, pool, cluster, resource_group_name,
+                          taints=[f"{ACCELERATOR_TAINT_KEY}={pool.kind}:NoSchedule"],
+                          labels={ACCELERATOR_LABEL: pool.kind, POOL_LABEL: pool.name})
+
+    def _user_pool(self, name: str, pool: UserPool, cluster: containerservice.ManagedCluster,
+                   resource_group_name: pulumi.Input[str]) -> containerservice.AgentPool:
+        return self._pool(name, pool, cluster, resource_group_name, taints=None, labels={POOL_LABEL: pool.name})
+
+    def _pool(self, name: str, pool: AcceleratorPool | UserPool, cluster: containerservice.ManagedCluster,
+              resource_group_name: pulumi.Input[str], taints: Optional[list[str]],
+              labels: dict[str, str]) -> containerservice.AgentPool:
+        """A user-mode node pool of the cluster."""
         # The autoscaler owns the node count of an autoscaled pool; an `up` resetting it would fight it.
         ignore = ["count"] if pool.autoscale else []
         return containerservice.AgentPool(
@@ -254,30 +267,8 @@ class AksCluster(pulumi.ComponentResource):
             enable_auto_scaling=pool.autoscale,
             min_count=pool.min_count,
             max_count=pool.max_count,
-            # Only pods that tolerate the taint (accelerated services, the device plugin) use these nodes.
-            node_taints=[f"{ACCELERATOR_TAINT_KEY}={pool.kind}:NoSchedule"],
-            node_labels={ACCELERATOR_LABEL: pool.kind, POOL_LABEL: pool.name},
-            # Deleting the cluster deletes its pools; no separate delete call against a cluster already gone.
-            opts=pulumi.ResourceOptions(parent=self, deleted_with=cluster, ignore_changes=ignore),
-        )
-
-    def _user_pool(self, name: str, pool: UserPool, cluster: containerservice.ManagedCluster,
-                   resource_group_name: pulumi.Input[str]) -> containerservice.AgentPool:
-        ignore = ["count"] if pool.autoscale else []  # the autoscaler owns an autoscaled pool's count
-        return containerservice.AgentPool(
-            f"{name}-pool-{pool.name}",
-            agent_pool_name=pool.name,
-            resource_name_=cluster.name,
-            resource_group_name=resource_group_name,
-            mode=containerservice.AgentPoolMode.USER,
-            os_type=containerservice.OSType.LINUX,
-            type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
-            vm_size=pool.vm_size,
-            count=pool.min_count if pool.autoscale else pool.count,
-            enable_auto_scaling=pool.autoscale,
-            min_count=pool.min_count,
-            max_count=pool.max_count,
-            node_labels={POOL_LABEL: pool.name},
+            node_taints=taints,
+            node_labels=labels,
             # Deleting the cluster deletes its pools; no separate delete call against a cluster already gone.
             opts=pulumi.ResourceOptions(parent=self, deleted_with=cluster, ignore_changes=ignore),
         )
