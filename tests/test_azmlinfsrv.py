@@ -12,7 +12,9 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -79,20 +81,14 @@ def test_unknown_flags_exit_1_with_the_help():
     assert exit_.value.code == 1
 
 
-def test_serves_with_the_reference_header_access_line_and_print_lines(tmp_path):
-    script = write_script(tmp_path, """
-        def init():
-            print("Initializing")
-
-        def run(data):
-            print("scored", data)
-            return {"ok": True}
-    """)
+@contextmanager
+def azmlinfsrv_process(tmp_path: Path, args: list[str], **env: str) -> Iterator[tuple[str, Path]]:
+    """Our `azmlinfsrv` on a free port of 127.0.0.1, ready; yields its URL and its stdout's file."""
     port = free_port()
     log = tmp_path / "stdout.txt"
-    env = {**os.environ, "AZMLINFSRV_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, str(EXECUTABLE), "--entry_script", str(script), "--port", str(port)], cwd=tmp_path,
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, str(EXECUTABLE), *args, "--port", str(port)], cwd=tmp_path,
+                            env={**os.environ, "AZMLINFSRV_HOST": "127.0.0.1", **env}, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -105,15 +101,44 @@ def test_serves_with_the_reference_header_access_line_and_print_lines(tmp_path):
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        answer = httpx.post(url + "/score", content=b'{"a": 1}', timeout=30)
-        assert answer.status_code == 200 and answer.json() == {"ok": True}
-        assert answer.headers["x-ms-server-version"] == f"azmlinfsrv/{azmlinfsrv.reference_version()}"
+        yield url, log
     finally:
         proc.terminate()
         proc.wait(timeout=40)
+
+
+def test_serves_with_the_reference_header_access_line_and_print_lines(tmp_path):
+    script = write_script(tmp_path, """
+        def init():
+            print("Initializing")
+
+        def run(data):
+            print("scored", data)
+            return {"ok": True}
+    """)
+    with azmlinfsrv_process(tmp_path, ["--entry_script", str(script)]) as (url, log):
+        answer = httpx.post(url + "/score", content=b'{"a": 1}', timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"ok": True}
+        assert answer.headers["x-ms-server-version"] == f"azmlinfsrv/{azmlinfsrv.reference_version()}"
     out = log.read_text()
     stamp = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}"
     assert re.search(rf"{stamp} I \[\d+\] azmlinfsrv.print - Initializing\n", out)
     assert len(re.findall(r"azmlinfsrv.print - scored", out)) == 1
     assert re.search(rf"{stamp} I \[\d+\] azmlinfsrv - POST /score 200 \d+\.\d{{3}}ms \d+\n", out)
-    assert "Server Port: " + str(port) in out
+    assert "Server Port: " + url.rsplit(":", 1)[1] in out
+
+
+def test_answers_liveness_on_the_separate_health_port(tmp_path):
+    script = write_script(tmp_path, """
+        def init():
+            pass
+
+        def run(data):
+            return data
+    """)
+    health = free_port()
+    with azmlinfsrv_process(tmp_path, ["--entry_script", str(script), "--health_port", str(health)],
+                            SEPERATE_HEALTH_ENDPOINT="true") as (_, log):
+        answer = httpx.get(f"http://127.0.0.1:{health}/", timeout=10)
+        assert (answer.status_code, answer.text) == (200, "Healthy")
+    assert f"Health Port: {health}" in log.read_text()
