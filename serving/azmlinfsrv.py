@@ -25,6 +25,7 @@ import re
 import sys
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
@@ -242,8 +243,6 @@ def settings_from(env: Mapping[str, str]) -> Settings:
                  names.SCORING_TIMEOUT_MS: str(timeout_ms), names.ACCESS_LOG: "1"})
     settings = from_environ(ours)
     # AZUREML_MODEL_DIR reaches the script exactly as given (the reference keeps a relative path).
-    from dataclasses import replace
-
     return replace(settings, host=env.get(HOST) or DEFAULT_HOST, model_dir=None)
 
 
@@ -358,6 +357,8 @@ def start_health_server(host: str, port: int) -> ThreadingHTTPServer:
     """`GET /` answered `Healthy` on its own port, by the master (see docs/azmlinfsrv.md)."""
     server = ThreadingHTTPServer((host, port), _Health)
     server.daemon_threads = True
+    # Workers are forked from this process and must not hold the health port open after it exits.
+    os.register_at_fork(after_in_child=server.socket.close)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
 
