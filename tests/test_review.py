@@ -222,3 +222,20 @@ def test_the_workflows_plan_diff_step_runs_as_written(tmp_path: Path, model_file
     assert comment.startswith(diff.MARKER) and summary.read_text() == comment
     assert "| replace | `diabetes-aci-group` |" in comment
     assert "memoryInGB: 1 =&gt; 2" in comment
+
+
+# ---- 11. the policy pack's rules on the offline plan ------------------------------------------------
+
+def test_a_service_without_auth_fails_plan_and_diff_with_the_mandatory_rule(tmp_path: Path, model_files):
+    repo = git_project(tmp_path / "repo", model_files[0])
+    stack_file = repo / "Pulumi.dev.yaml"
+    stack = yaml.safe_load(stack_file.read_text())
+    stack["config"]["ml-deploy:services"][0]["auth_enabled"] = False
+    stack_file.write_text(yaml.safe_dump(stack))
+    planned = cli("plan", "--stack", "dev", cwd=repo)
+    assert planned.returncode == 1
+    assert "[mandatory] public-service-auth: azure-native:containerinstance:ContainerGroup  diabetes-aci-group" \
+        in planned.stdout
+    diffed = cli("diff", "--stack", "dev", "--markdown", cwd=repo)
+    assert diffed.returncode == 1
+    assert "| **mandatory** `public-service-auth` | `diabetes-aci-group` |" in diffed.stdout
