@@ -33,7 +33,7 @@ import yaml
 
 from cli import errors, replacements, render as show
 from cli.policy import Violation, as_dict, check, line as policy_line
-from infra.config import PROJECT_ROOT
+from infra.schema import PROJECT_ROOT
 
 MARKER = "<!-- ml-deploy-plan-diff -->"
 MARKDOWN_LIMIT = 60_000
@@ -181,7 +181,7 @@ def record(root: Path, stacks: list[str], as_root: Optional[Path] = None) -> dic
     revision had run in `as_root`: where a checkout lives is not a change."""
     with tempfile.TemporaryDirectory(prefix="ml-deploy-record-") as tmp:
         out = Path(tmp) / "recording.json"
-        # An offline plan: machine-local files (a kubeconfig) may be stand-ins (infra/config.py offline).
+        # An offline plan: machine-local files (a kubeconfig) may be stand-ins (infra/schema.py offline).
         env = {**os.environ, "PYTHONPATH": str(root), "PULUMI_SKIP_UPDATE_CHECK": "true", "ML_DEPLOY_OFFLINE_PLAN": "1"}
         linked_from = str(as_root.resolve()) if as_root is not None else ""
         done = subprocess.run([sys.executable, "-c", _RECORDER, str(root), str(out), linked_from, *stacks],

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from cli.errors import CliError
-from infra.config import PROJECT_ROOT
+from infra.schema import PROJECT_ROOT
 
 ENGINE_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-engine"
 ENV_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-env"

@@ -28,6 +28,7 @@ from cli.engine import stack_outputs
 from cli.errors import CliError
 from infra import config
 from infra.config import ConfigError
+from infra.schema import PROJECT_ROOT
 
 DEFAULT_TAIL = 200
 
@@ -36,7 +37,7 @@ class LogsError(CliError):
     """The log cannot be read; the message says why and what to do."""
 
 
-def source_from_config(stack: str, service: str, root: Path = config.PROJECT_ROOT) -> dict[str, Any]:
+def source_from_config(stack: str, service: str, root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """Where a service's log is, derived from `Pulumi.<stack>.yaml` alone (no outputs needed).
 
     Only the local target's log has a place known without a deployment's outputs."""
@@ -53,7 +54,7 @@ def source_from_config(stack: str, service: str, root: Path = config.PROJECT_ROO
     return {"kind": "file", "path": str(log_path(str(workspace / "logs"), service))}
 
 
-def locate(stack: str, service: str, root: Path = config.PROJECT_ROOT) -> dict[str, Any]:
+def locate(stack: str, service: str, root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """The service's log source: its `logs` stack output, or what the stack config implies."""
     try:
         services = stack_outputs(stack, "services") or {}

@@ -22,8 +22,8 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra import targets
-from infra.config import PROJECT, PROJECT_ROOT
-from infra.targets import MockResource
+from infra.deploy import MockResource
+from infra.schema import PROJECT, PROJECT_ROOT
 
 PROGRAM = PROJECT_ROOT / "infra" / "__main__.py"
 MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"

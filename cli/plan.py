@@ -21,7 +21,7 @@ import yaml
 from cli import errors, offline, render as show
 from cli.offline import Recorded, Recording
 from cli.policy import Violation, as_dict, check, render_violations
-from infra.config import OFFLINE_PLAN
+from infra.schema import OFFLINE_PLAN
 
 # Inputs that say little in a review: the parent's wiring, or the SDK's own bookkeeping.
 _QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}

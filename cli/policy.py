@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from infra.config import PROJECT_ROOT
+from infra.schema import PROJECT_ROOT
 from policy.rules import Violation, evaluate
 
 __all__ = ["Violation", "check", "as_dict", "line", "render_violations"]

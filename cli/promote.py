@@ -29,7 +29,8 @@ from cli.engine import pulumi_environ
 from cli.errors import CliError
 from content.model import BundledModel
 from infra import config, promotion
-from infra.config import PROJECT, PROJECT_ROOT, ConfigError
+from infra.config import ConfigError
+from infra.schema import PROJECT, PROJECT_ROOT
 
 PROMOTE_FROM = f"{PROJECT}:promote_from"
 PROMOTED = f"{PROJECT}:promoted"

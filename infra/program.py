@@ -21,14 +21,15 @@ from components.model import RegisteredModel, RegisteredModelArgs
 from components.workspace import Workspace, WorkspaceArgs
 from content.model import BundledModel
 from infra import config, promotion, targets
-from infra.config import ConfigError, StackConfig
-from infra.promotion import PromotedImage, Source
-from infra.targets import DeployContext
+from infra.config import ConfigError
+from infra.deploy import DeployContext, PromotedImage
+from infra.promotion import Source
+from infra.schema import PROJECT_ROOT, ImageConfig, StackConfig
 
-BUILD_ROOT = config.PROJECT_ROOT / ".ml-deploy" / "build"
+BUILD_ROOT = PROJECT_ROOT / ".ml-deploy" / "build"
 """Generated image build contexts. Absolute: provider plugins resolve relative paths against
 their own working directory (`infra/`, the program's folder), not the project root."""
-RUNTIME_ROOT = config.PROJECT_ROOT / "serving"
+RUNTIME_ROOT = PROJECT_ROOT / "serving"
 
 
 def main() -> None:
@@ -57,7 +58,7 @@ def _digest_ref(image: ScoringImage | LocalImage | PromotedImage | PromotedBundl
 
 
 def _scoring_image(
-    cfg: StackConfig, im: config.ImageConfig, contents: Mapping[str, BundledModel], registry: pulumi.Input[str]
+    cfg: StackConfig, im: ImageConfig, contents: Mapping[str, BundledModel], registry: pulumi.Input[str]
 ) -> ScoringImage:
     """An image built from its generated context and pushed to `registry`."""
     return ScoringImage(
@@ -82,7 +83,7 @@ def _local_workspace(
 ) -> tuple[DeployContext, dict[str, Any], dict[str, Any]]:
     """The workflow on this machine: a folder workspace, its model registry and image bundles,
     built here or on a promoted stack copied from the source stack's store."""
-    root = (config.PROJECT_ROOT / cfg.workspace.path).resolve()
+    root = (PROJECT_ROOT / cfg.workspace.path).resolve()
     models = {
         name: LocalModel(name, LocalModelArgs(registry=str(root / "models"), model=b, protect=cfg.workspace.protect))
         for name, b in contents.items()

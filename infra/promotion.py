@@ -10,7 +10,6 @@ stack: only promoting it again does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +17,8 @@ import pulumi
 
 from components.local import PromotedBundle, PromotedBundleArgs
 from content.model import BundledModel
-from infra.config import DIGEST_REF, PROJECT, PROMOTE_COMMAND, StackConfig
-from infra.targets import PullRegistry
+from infra.deploy import PromotedImage, PullRegistry
+from infra.schema import DIGEST_REF, PROJECT, PROMOTE_COMMAND, StackConfig
 
 # Self-managed (DIY) backends accept fully qualified stack names only with the organization
 # `organization` (pulumi.com/docs/reference/pkg/nodejs/pulumi/pulumi/functions/automation.fullyQualifiedStackName.html).
@@ -57,16 +56,6 @@ def model_problems(cfg: StackConfig, contents: Mapping[str, BundledModel], stack
                 f"what it runs now with `{command(cfg.promote_from, stack)}`"
             )
     return problems
-
-
-@dataclass(frozen=True)
-class PromotedImage:
-    """A container image another stack built and pushed, run here by its pinned digest."""
-
-    image_ref: pulumi.Output[str]
-    """The pinned reference, once checked to be in the registry the source stack's images are in."""
-    digest_ref: str
-    """The pinned reference, as configured."""
 
 
 class Source:

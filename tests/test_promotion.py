@@ -26,7 +26,7 @@ from cli import offline
 from cli.call import call
 from cli.promote import PromotionError, changes, pins_for, write_pins
 from content.bundle import BundleMismatch, COMPLETE, copy_bundle, digest_of, manifest, write_bundle
-from infra.config import DIGEST_REF
+from infra.schema import DIGEST_REF
 from tests.helpers import ACR_PULL, ROOT, SEED, TEMPLATES, assert_rejected, copy_project, engine_environ, run_config
 
 IMAGE = "docker-build:index:Image"

@@ -9,8 +9,9 @@ from typing import Literal, get_origin
 import pytest
 
 import infra.targets as targets_pkg
-from infra.config import ServiceBase
-from infra.targets import Deployed, Target, register, registry
+from infra.deploy import Deployed
+from infra.schema import ServiceBase
+from infra.targets import Target, register, registry
 from tests.helpers import assert_rejected, has_resource
 
 CONTRACT = {"target", "image", "scoring_uri", "swagger_uri", "primary_key", "secondary_key", "logs"}

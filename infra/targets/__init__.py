@@ -14,92 +14,12 @@ import importlib
 import pkgutil
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, Optional, Protocol, TypeVar
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
-import pulumi
 from pydantic import BaseModel
 
-from infra.config import ServiceBase, StackConfig
-
-if typing.TYPE_CHECKING:
-    from components.image import ScoringImage
-    from components.local import LocalImage, PromotedBundle
-    from components.workspace import Workspace
-    from infra.promotion import PromotedImage
-
-
-class DeployedService(Protocol):
-    """The service contract: what every deployed service exposes, whatever its target."""
-
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """Secret; empty when auth is off."""
-    secondary_key: pulumi.Output[str]
-    """Secret; empty when auth is off."""
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """One deployed service: the component, and where `ml-deploy logs` reads its log."""
-
-    service: DeployedService
-    logs: Mapping[str, Any]
-    """`{"kind": "file" | "aci" | "kubernetes" | "iot_edge", ...}`: plain values or Outputs, never secrets."""
-    outputs: Mapping[str, Any] = field(default_factory=dict)
-    """What this target adds to the service's stack outputs (`devices` on IoT Edge), next to the
-    contract's; secrets as `Output.secret`."""
-
-
-@dataclass(frozen=True)
-class PullRegistry:
-    """The container registry a stack's services pull their images from, and what an AcrPull grant on it needs."""
-
-    id: pulumi.Input[str]
-    """The registry's resource id: the scope of the grants."""
-    login_server: pulumi.Input[str]
-    subscription_id: pulumi.Input[str]
-    """The registry's subscription, where the grants' role definition is referenced."""
-
-
-@dataclass
-class DeployContext:
-    """What the program has registered before the services: the workspace, models and images."""
-
-    cfg: StackConfig
-    stack: str
-    images: Mapping[str, "ScoringImage | LocalImage | PromotedImage | PromotedBundle"]
-    """Built here, or on a promoted stack taken from the source stack."""
-    workspace: Optional["Workspace"] = None
-    """The Azure workspace (`workspace.kind: azure`)."""
-    local_root: Optional[Path] = None
-    """The workspace folder (`workspace.kind: local`)."""
-    pull_registry: Optional[PullRegistry] = None
-    """Where the images are, when not in the workspace's own registry (a promoted stack: the source's)."""
-    shared: dict[str, Any] = field(default_factory=dict)
-    """What each target's `setup` registered for its services (clusters, hubs), by target name."""
-    container_images: Mapping[str, "ScoringImage | PromotedImage"] = field(default_factory=dict)
-    """Images built and pushed to a registry, for targets that run containers: every image on an
-    Azure workspace; on a local workspace, every image when `workspace.registry` is set."""
-
-    def azure(self) -> "Workspace":
-        if self.workspace is None:
-            raise RuntimeError("this target needs an Azure workspace (config validation should have said so)")
-        return self.workspace
-
-    def registry(self) -> PullRegistry:
-        """The registry services pull from, which their identities get AcrPull on: the workspace's
-        own, or on a promoted stack the source stack's (the pinned digests live there)."""
-        if self.pull_registry is not None:
-            return self.pull_registry
-        workspace = self.azure()
-        return PullRegistry(workspace.registry_id, workspace.registry_login_server, workspace.subscription_id)
-
-    def local(self) -> Path:
-        if self.local_root is None:
-            raise RuntimeError("this target needs a local workspace (config validation should have said so)")
-        return self.local_root
+from infra.deploy import DeployContext, Deployed, MockResource
+from infra.schema import ServiceBase, StackConfig
 
 
 def pushed_image_problem(cfg: StackConfig, index: int, target: str) -> Optional[str]:
@@ -115,16 +35,6 @@ def pushed_image_problem(cfg: StackConfig, index: int, target: str) -> Optional[
         return (f"services[{index}].target: {target!r} on a local workspace needs workspace.registry "
                 f"(the registry its image is pushed to and pulled from)")
     return None
-
-
-@dataclass(frozen=True)
-class MockResource:
-    """A resource as the offline plan's mocks see it: its type, physical name and inputs so far."""
-
-    type: str
-    name: str
-    location: str
-    state: dict[str, Any]
 
 
 C = TypeVar("C", bound=ServiceBase)

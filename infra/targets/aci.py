@@ -8,8 +8,9 @@ from pydantic import Field
 
 from components.aci_service import AciService, AciServiceArgs
 from components.naming import Kind, azure_name
-from infra.config import ServiceBase, TlsSettings
-from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from infra.deploy import DeployContext, Deployed, MockResource
+from infra.schema import ServiceBase, TlsSettings
+from infra.targets import Target, register
 from serving import settings as runtime
 
 

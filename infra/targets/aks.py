@@ -15,8 +15,9 @@ from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs, 
 from components.aks_service import AcceleratorRequest, AksService, AksServiceArgs, ModelDataCollection
 from components.naming import Kind, azure_name
 from components.service import ProbeTimings
-from infra.config import ServiceBase, StackConfig, Strict, TlsSettings
-from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from infra.deploy import DeployContext, Deployed, MockResource
+from infra.schema import ServiceBase, StackConfig, Strict, TlsSettings
+from infra.targets import Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
 from serving import settings as runtime

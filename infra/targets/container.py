@@ -12,8 +12,9 @@ from typing import Literal
 from pydantic import Field
 
 from components.container import ContainerService, ContainerServiceArgs
-from infra.config import ServiceBase, StackConfig
-from infra.targets import DeployContext, Deployed, Target, pushed_image_problem, register
+from infra.deploy import DeployContext, Deployed
+from infra.schema import ServiceBase, StackConfig
+from infra.targets import Target, pushed_image_problem, register
 
 
 class ContainerServiceConfig(ServiceBase):

@@ -11,8 +11,9 @@ from components.iot_edge_service import IotEdgeService, IotEdgeServiceArgs, scor
 from components.iot_hub import IotHub, IotHubArgs
 from components.naming import Kind, azure_name
 from content import edge_manifest
-from infra.config import ServiceBase, StackConfig, Strict
-from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from infra.deploy import DeployContext, Deployed, MockResource
+from infra.schema import ServiceBase, StackConfig, Strict
+from infra.targets import Target, register
 from serving import settings as runtime
 
 # IoT Hub tiers (learn.microsoft.com/azure/iot-hub/iot-hub-scaling): the basic tiers have no device

@@ -17,8 +17,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from components.aks_service import AcceleratorRequest, AksService
 from components.kubernetes_cluster import KubernetesCluster, KubernetesClusterArgs, RegistryCredentials
-from infra.config import PROJECT_ROOT, StackConfig, Strict, expand, offline
-from infra.targets import DeployContext, Deployed, Target, pushed_image_problem, register
+from infra.deploy import DeployContext, Deployed
+from infra.schema import PROJECT_ROOT, StackConfig, Strict, expand, offline
+from infra.targets import Target, pushed_image_problem, register
 from infra.targets.aks import KubernetesWorkload, workload_args, workload_problems
 from infra.vm_sizes import RESOURCES
 

@@ -22,8 +22,9 @@ from components.local import (
 )
 from content import environment
 from content.environment import UnresolvableEnvironment
-from infra.config import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
-from infra.targets import DeployContext, Deployed, MockResource, Target, register
+from infra.deploy import DeployContext, Deployed, MockResource
+from infra.schema import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
+from infra.targets import Target, register
 from providers.local import ResolvedEnvironment, resolve_environment
 
 RUNTIME_REQUIREMENTS = PROJECT_ROOT / "serving" / "requirements.txt"
