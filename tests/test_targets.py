@@ -30,7 +30,7 @@ def _all_subclasses(cls: type) -> set[type]:
 def test_every_service_config_class_belongs_to_a_registered_target():
     registry()  # imports every target module
     registered = {t.config for t in registry().values()}
-    # Concrete configs only: a shared base (aks.KubernetesWorkload) leaves `target` open.
+    # Concrete configs only: a shared base (infra/workload.py's KubernetesWorkload) leaves `target` open.
     defined = {c for c in _all_subclasses(ServiceBase)
                if c.__module__.startswith("infra.targets") and get_origin(c.model_fields["target"].annotation) is Literal}
     assert defined <= registered, f"service configs without a target: {defined - registered}"

@@ -20,8 +20,8 @@ from components.kubernetes_cluster import KubernetesCluster, KubernetesClusterAr
 from infra.deploy import DeployContext, Deployed
 from infra.schema import PROJECT_ROOT, StackConfig, Strict, expand, offline
 from infra.targets import Target, pushed_image_problem, register
-from infra.targets.aks import KubernetesWorkload, workload_args, workload_problems
 from infra.vm_sizes import RESOURCES
+from infra.workload import KubernetesWorkload, workload_args, workload_problems
 
 
 class PullSecretConfig(Strict):

@@ -1,0 +1,161 @@
+"""The Kubernetes workload a scoring service is on any cluster: its config (the Azure ML SDK's AKS deploy
+settings), the checks that hold on every cluster, and the AksService inputs it becomes. Shared by
+`target: aks` and `target: kubernetes` (infra/targets/), which create the same objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal, Optional
+
+import pulumi
+from pydantic import Field
+
+from components.aks_service import AcceleratorRequest, AksServiceArgs
+from components.service import ProbeTimings
+from infra.schema import ServiceBase, TlsSettings
+from serving import settings as runtime
+
+# Kubernetes label syntax (kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+class KubernetesWorkload(ServiceBase, TlsSettings):
+    """The deploy settings of a scoring service on Kubernetes, with the Azure ML SDK's defaults
+    (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice):
+    shared by `target: aks` and `target: kubernetes`, which create the same objects. Not a target
+    itself: its `target` is left open for them to narrow."""
+
+    cluster: str
+    """A cluster name from the target's cluster list."""
+    auth_enabled: bool = True
+    cpu_cores: float = Field(default=0.1, gt=0)
+    memory_gb: float = Field(default=0.5, gt=0)
+    gpu_cores: int = Field(default=0, ge=0)
+    """The Azure ML SDK's name for `accelerator: gpu` with `accelerator_count: gpu_cores`."""
+    accelerator: Optional[Literal["gpu", "fpga"]] = None
+    """Run on the cluster's accelerator pools of this kind."""
+    accelerator_count: Optional[int] = Field(default=None, ge=1)
+    """Accelerators per replica (default 1)."""
+    autoscale_enabled: Optional[bool] = None
+    """Default: on unless `num_replicas` is set."""
+    autoscale_min_replicas: Optional[int] = Field(default=None, ge=1)
+    """Default 2 on a protected (production) stack, so a node drain never takes the service down; else 1."""
+    autoscale_max_replicas: int = Field(default=10, ge=1)
+    autoscale_target_utilization: int = Field(default=70, ge=1, le=100)
+    num_replicas: Optional[int] = Field(default=None, ge=1)
+    single_replica_reason: Optional[str] = Field(default=None, min_length=1, max_length=250)
+    """Why a production service may run (or scale down to) one replica; the policy pack refuses one without it."""
+    internal_load_balancer: bool = False
+    """A private IP in the cluster's VNet instead of a public one (Azure's cloud provider: AKS)."""
+    load_balancer_source_ranges: list[str] = Field(default_factory=list)
+    """CIDRs allowed through the load balancer (`spec.loadBalancerSourceRanges`); empty: any address."""
+    replica_max_concurrent_requests: int = Field(default=1, ge=1)
+    period_seconds: int = Field(default=ProbeTimings.period_seconds, ge=1)
+    initial_delay_seconds: int = Field(default=ProbeTimings.initial_delay_seconds, ge=0)
+    timeout_seconds: int = Field(default=ProbeTimings.timeout_seconds, ge=1)
+    success_threshold: int = Field(default=ProbeTimings.success_threshold, ge=1)
+    failure_threshold: int = Field(default=ProbeTimings.failure_threshold, ge=1)
+    namespace: str = Field(default="ml-deploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    primary_key: Optional[str] = Field(default=None, min_length=16)
+    """Secret; generated when absent. Set it with `pulumi config set --secret` in a real stack."""
+    secondary_key: Optional[str] = Field(default=None, min_length=16)
+
+    @property
+    def autoscale(self) -> bool:
+        return self.autoscale_enabled if self.autoscale_enabled is not None else self.num_replicas is None
+
+    def min_replicas(self, production: bool) -> int:
+        """The fewest replicas the service runs: fixed, or the autoscaler's minimum (defaulted)."""
+        if not self.autoscale:
+            return self.num_replicas or 1
+        return self.autoscale_min_replicas or (2 if production else 1)
+
+    @property
+    def accelerator_ask(self) -> Optional[tuple[str, int, str]]:
+        """(kind, count, the key the user set) of what this service asks for, the alias resolved."""
+        if self.accelerator is not None:
+            return self.accelerator, self.accelerator_count or 1, "accelerator"
+        if self.gpu_cores:
+            return "gpu", self.gpu_cores, "gpu_cores"
+        return None
+
+    @property
+    def probes(self) -> ProbeTimings:
+        return ProbeTimings(self.initial_delay_seconds, self.period_seconds, self.timeout_seconds,
+                            self.success_threshold, self.failure_threshold)
+
+
+def workload_problems(path: str, svc: KubernetesWorkload, production: bool = False) -> list[str]:
+    """What is wrong with a workload's settings on any cluster: conflicting keys, label syntax."""
+    problems: list[str] = []
+    for j, cidr in enumerate(svc.load_balancer_source_ranges):
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            problems.append(f"{path}.load_balancer_source_ranges[{j}]: {cidr!r} is not a CIDR (e.g. 203.0.113.0/24)")
+    if svc.single_replica_reason and svc.min_replicas(production) > 1:
+        problems.append(f"{path}.single_replica_reason: only for a service that runs one replica "
+                        f"(it runs at least {svc.min_replicas(production)})")
+    if svc.gpu_cores and svc.accelerator is not None:
+        problems.append(f"{path}.gpu_cores: the Azure ML SDK's name for accelerator: gpu + accelerator_count; "
+                        f"not allowed with accelerator (set one or the other)")
+    if svc.accelerator_count is not None and svc.accelerator is None:
+        problems.append(f"{path}.accelerator_count: needs accelerator (gpu or fpga)")
+    if svc.autoscale_enabled and svc.num_replicas is not None:
+        problems.append(f"{path}.num_replicas: not allowed with autoscale_enabled: true (set one or the other)")
+    if svc.autoscale and svc.min_replicas(production) > svc.autoscale_max_replicas:
+        default = "" if svc.autoscale_min_replicas else " (its default on a protected stack)"
+        problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
+                        f"({svc.min_replicas(production)}{default} > {svc.autoscale_max_replicas})")
+    if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
+        problems.append(f"{path}.secondary_key: must differ from primary_key")
+    for key, value in svc.tags.items():
+        # Tags become Kubernetes labels, whose syntax is stricter than Azure's tags.
+        if not LABEL_KEY.match(key) or key.startswith(("kubernetes.io/", "k8s.io/")):
+            problems.append(f"{path}.tags.{key}: not a valid Kubernetes label name")
+        elif not LABEL_VALUE.match(value):
+            problems.append(f"{path}.tags.{key}: value {value!r} is not a valid Kubernetes label value "
+                            f"(up to 63 letters, digits, '-', '_', '.')")
+    return problems
+
+
+def workload_args(
+    svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
+    provider: Any, accelerator: Optional[AcceleratorRequest],
+    app_insights_connection_string: Optional[pulumi.Input[str]], production: bool, **extra: Any,
+) -> AksServiceArgs:
+    """The AksService inputs of a workload; `extra` holds what only one target sets."""
+    return AksServiceArgs(
+        namespace=namespace,
+        image_ref=image_ref,
+        provider=provider,
+        settings=runtime.Settings(
+            workers=runtime.workers_for_cores(svc.cpu_cores),
+            timeout_ms=svc.scoring_timeout_ms,
+            max_concurrent_requests=svc.replica_max_concurrent_requests,
+            service_name=svc.name,
+        ),
+        cpu_cores=svc.cpu_cores,
+        memory_gb=svc.memory_gb,
+        accelerator=accelerator,
+        autoscale=svc.autoscale,
+        autoscale_min_replicas=svc.min_replicas(production),
+        autoscale_max_replicas=svc.autoscale_max_replicas,
+        autoscale_target_utilization=svc.autoscale_target_utilization,
+        num_replicas=svc.num_replicas,
+        auth_enabled=svc.auth_enabled,
+        primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
+        secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
+        app_insights_connection_string=app_insights_connection_string,
+        probes=svc.probes,
+        description=svc.description,
+        tags=svc.tags,
+        tls=svc.tls_certificate(),
+        single_replica_reason=svc.single_replica_reason,
+        internal_load_balancer=svc.internal_load_balancer,
+        load_balancer_source_ranges=list(svc.load_balancer_source_ranges),
+        **extra,
+    )
