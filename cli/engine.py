@@ -11,7 +11,6 @@ from pathlib import Path
 from cli.errors import CliError
 from infra.schema import PROJECT_ROOT
 
-ENGINE_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-engine"
 ENV_SCRIPT = PROJECT_ROOT / "scripts" / "pulumi-env"
 
 

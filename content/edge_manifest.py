@@ -38,15 +38,13 @@ HUB_PORTS = (5671, 8883, 443)
 HUB_CREATE_OPTIONS: dict[str, Any] = {
     "HostConfig": {"PortBindings": {f"{p}/tcp": [{"HostPort": str(p)}] for p in HUB_PORTS}}
 }
-RESTART_POLICIES = ("never", "on-failure", "on-unhealthy", "always")
 # How long edgeHub keeps messages it cannot deliver upstream: 2 hours, the value the SchemaStore
 # schema gives as its example (schemas/iot-edge/azure-iot-edgehub-deployment-1.1.json).
 STORE_AND_FORWARD_TTL_SECS = 7200
 
 SYSTEM_MODULES = ("edgeAgent", "edgeHub")
-# The schemas' own patterns: module names, and keys of registry credentials and routes (twin keys
-# must not contain `.`, `$`, `#` or a space).
-MODULE_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+# The schemas' own patterns: keys of registry credentials and routes (twin keys must not contain
+# `.`, `$`, `#` or a space).
 TWIN_KEY = re.compile(r"^[^.$# ]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
