@@ -21,6 +21,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from cli.render import number
 from infra import targets
 from infra.deploy import MockResource
 from infra.schema import PROJECT, PROJECT_ROOT
@@ -88,11 +89,6 @@ class Recording:
         return chain
 
 
-def _number(value: float) -> int | float:
-    # The wire carries every number as a double; an integral one was an int in the program.
-    return int(value) if value.is_integer() and abs(value) < 2**53 else value
-
-
 def _plain(value: Any, path: str, secrets: set[str]) -> Any:
     """A deserialized value with secrets unwrapped (recorded at their own path) and assets hashed."""
     if rpc.is_rpc_secret(value):
@@ -103,7 +99,7 @@ def _plain(value: Any, path: str, secrets: set[str]) -> Any:
     if isinstance(value, list):
         return [_plain(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
     if isinstance(value, float):
-        return _number(value)
+        return number(value)
     if isinstance(value, pulumi.FileAsset):
         # The engine diffs assets by content hash, so the recording does too.
         source = Path(str(value.path))

@@ -24,7 +24,7 @@ from cli.policy import Violation, as_dict, check, render_violations
 from infra.schema import OFFLINE_PLAN
 
 # Inputs that say little in a review: the parent's wiring, or the SDK's own bookkeeping.
-_QUIET = {"resourceGroupName", "__defaults", "source", "__provider"}
+_QUIET = {"resourceGroupName", "source"} | show.INTERNAL
 _INLINE = 100
 """Values whose one-line JSON is at most this long print inline; longer ones as an indented block."""
 

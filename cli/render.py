@@ -44,9 +44,16 @@ def scalar(value: Any) -> str:
     return json.dumps(_integral(value), sort_keys=True, ensure_ascii=False)
 
 
+def number(value: float) -> int | float:
+    """A number as the program wrote it: the wire carries every number as a double, and an
+    integral one was an int."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
 def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
+    # Recordings are already integral (cli/offline.py); a base revision's older recorder's are not.
+    if isinstance(value, float):
+        return number(value)
     if isinstance(value, dict):
         return {k: _integral(v) for k, v in value.items()}
     if isinstance(value, list):

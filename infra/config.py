@@ -248,6 +248,9 @@ def project_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return raw
 
 
+# Pulumi's configuration docs (pulumi.com/docs/iac/concepts/config): a key is `<namespace>:<name>`, a
+# provider reads its own under its package name, and `pulumi:` is the engine's. These are the
+# packages of requirements.txt (pulumi-azure-native, -kubernetes, -docker-build, -random).
 PROVIDER_NAMESPACES = ("azure-native", "kubernetes", "docker-build", "random", "pulumi")
 """Config namespaces read by someone other than this program: the providers it uses (each reads its
 own, e.g. `azure-native:location`) and the engine's (`pulumi:`)."""

@@ -356,6 +356,24 @@ def engine_environ(project: Path, state: Path, passphrase: str = "test-passphras
     }
 
 
+@contextmanager
+def local_engine_stack(project: Path, state: Path) -> Iterator[Any]:
+    """The `local` stack of `project` through the real engine (Automation API, a file backend in
+    `state`), destroyed afterwards."""
+    from pulumi import automation as auto
+
+    env = engine_environ(project, state)
+    os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
+    # The engine is first on PATH; its version is checked against the SDK's (they are pinned together).
+    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(state / "home"), env_vars=env,
+                             pulumi_command=auto.PulumiCommand())
+    stack = auto.Stack.create_or_select("local", ws)
+    try:
+        yield stack
+    finally:
+        stack.destroy(on_output=lambda _: None)
+
+
 def lab_environ() -> dict[str, str]:
     """The variables `scripts/lab up` wrote to its env file (PATH left out), or a skip saying what
     is not running."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,18 @@ from typing import Any
 from cli import offline
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def built_tool(script: str) -> str:
+    """The path of the pinned checker `scripts/<script>` builds (cached); the calling test skips,
+    saying why, only if it cannot be built here."""
+    import pytest
+
+    built = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"{script} could not be built (scripts/{script}): {built.stderr.strip()[-500:]}")
+    return built.stdout.strip()
 STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
 WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job")
 SCORING_CONTAINER = "scoring"

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.kube_manifests import ROOT, STACKS, scoring_workloads, stack_objects
+from tests.kube_manifests import STACKS, built_tool, scoring_workloads, stack_objects
 
 # `--output-format ci`: one line per finding, `[GRADE] name/namespace group/version/Kind: (container) message`.
 FINDING = re.compile(r"^\[(?P<grade>[A-Z]+)\] (?P<name>[^/]+)/(?P<namespace>\S*) (?P<kind>\S+): (?P<message>.*)$")
@@ -22,13 +21,9 @@ ALLOWED = {
 }
 
 
-@lru_cache(maxsize=1)
 def kube_score() -> str:
-    """The pinned binary's path; the tests skip, saying why, only if it cannot be built here."""
-    built = subprocess.run(["bash", str(ROOT / "scripts" / "kube-score")], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip(f"kube-score could not be built (scripts/kube-score): {built.stderr.strip()[-500:]}")
-    return built.stdout.strip()
+    """The pinned binary's path (tests/kube_manifests.py built_tool)."""
+    return built_tool("kube-score")
 
 
 def findings(objects: list[dict], folder: Path) -> list[dict[str, str]]:

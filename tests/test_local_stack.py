@@ -7,7 +7,6 @@ the repository; the engine comes from scripts/pulumi-engine (built once, cached 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from pathlib import Path
@@ -19,7 +18,7 @@ from pulumi import automation as auto
 from providers.local import process_alive
 from cli import logs
 from cli.call import call
-from tests.helpers import SEED, copy_project, engine_environ
+from tests.helpers import SEED, copy_project, local_engine_stack
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
@@ -34,16 +33,8 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(project: Path, state: Path) -> Iterator[auto.Stack]:
-    env = engine_environ(project, state)
-    os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
-    # The engine is first on PATH; its version is checked against the SDK's (they are pinned together).
-    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(state / "home"), env_vars=env,
-                             pulumi_command=auto.PulumiCommand())
-    stack = auto.Stack.create_or_select("local", ws)
-    try:
+    with local_engine_stack(project, state) as stack:
         yield stack
-    finally:
-        stack.destroy(on_output=lambda _: None)
 
 
 def service(stack: auto.Stack) -> tuple[str, str]:

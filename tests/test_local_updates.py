@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -37,7 +37,7 @@ from providers.local import (
     service_running,
 )
 from serving import settings as names
-from tests.helpers import ROOT, SEED, copy_project, engine_environ, free_port
+from tests.helpers import ROOT, SEED, copy_project, free_port, local_engine_stack
 
 DEADLINE_S = 60
 
@@ -409,16 +409,8 @@ def test_with_a_shared_port_the_runtime_listens_and_reports_ready_only_after_ini
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_files) -> Iterator[auto.Stack]:
     project = copy_project(tmp_path_factory.mktemp("project"), model_files[0])
-    state = tmp_path_factory.mktemp("state")
-    env = engine_environ(project, state)
-    os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
-    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(state / "home"), env_vars=env,
-                             pulumi_command=auto.PulumiCommand())
-    stack = auto.Stack.create_or_select("local", ws)
-    try:
+    with local_engine_stack(project, tmp_path_factory.mktemp("state")) as stack:
         yield stack
-    finally:
-        stack.destroy(on_output=lambda _: None)
 
 
 def _service(stack: auto.Stack) -> dict[str, Any]:

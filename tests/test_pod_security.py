@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import subprocess
-from functools import lru_cache
 from typing import Any, Callable
 
 import pytest
 import yaml
 
 from cli import offline
-from tests.kube_manifests import ROOT, STACKS, scoring_workloads, stack_objects
+from tests.kube_manifests import STACKS, built_tool, scoring_workloads, stack_objects
 
 # Node agents the cluster runs in kube-system, which PodSecurity leaves unlabelled (privileged): the
 # NVIDIA device plugin needs a hostPath to the kubelet's device-plugin socket, which no level but
@@ -24,13 +23,9 @@ from tests.kube_manifests import ROOT, STACKS, scoring_workloads, stack_objects
 NODE_AGENT_NAMESPACE = "kube-system"
 
 
-@lru_cache(maxsize=1)
 def psa_check() -> str:
-    """The binary's path; the tests skip, saying why, only if it cannot be built here."""
-    built = subprocess.run(["bash", str(ROOT / "scripts" / "psa-check")], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip(f"psa-check could not be built (scripts/psa-check): {built.stderr.strip()[-500:]}")
-    return built.stdout.strip()
+    """The pinned binary's path (tests/kube_manifests.py built_tool)."""
+    return built_tool("psa-check")
 
 
 def refusals(objects: list[dict[str, Any]]) -> list[str]:
