@@ -1,10 +1,10 @@
 """The policy pack as people and CI start it, through the real engine: the pull-request workflow's
-`pulumi/actions` preview with the workflow's own pack path and working directory, the README's
+`pulumi/actions` preview with the workflow's own pack path and working directory, docs/policy.md's
 command as written, and a promoted stack's stack file found from the program's folder.
 
 The Pulumi CLI (v3.260.0) checks a relative `--policy-pack` path from where it runs but starts an
 executable pack from the program's folder (Pulumi.yaml `main: infra/`), where `policy/run` is not:
-"policy pack not found". The workflow and the README give the path absolutely; these tests run
+"policy pack not found". The workflow and docs/policy.md give the path absolutely; these tests run
 exactly what they write.
 """
 
@@ -23,17 +23,16 @@ import yaml
 from tests.helpers import ROOT, copy_project, engine_environ
 
 WORKFLOW = ROOT / ".github" / "workflows" / "preview.yml"
-README = ROOT / "README.md"
+POLICY_DOCS = ROOT / "docs" / "policy.md"
 PACK = ROOT / "policy" / "run"
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 
 
 def checkout(work: Path, model_file: Path) -> Path:
     """The repository as `actions/checkout` and `scripts/setup` leave it: the project, the policy pack
-    with its venv, the program's venv and the scripts the README sources."""
+    with its venv, the program's venv and the scripts docs/policy.md sources."""
     work.mkdir()
     copy_project(work, model_file)
-    shutil.copytree(ROOT / "policy", work / "policy", ignore=shutil.ignore_patterns("__pycache__", ".venv"))
     (work / "policy" / ".venv").symlink_to(ROOT / "policy" / ".venv")
     (work / ".venv").symlink_to(ROOT / ".venv")
     (work / "scripts").mkdir()
@@ -100,7 +99,7 @@ def test_the_workflows_preview_runs_the_pack_from_the_checkout(tmp_path: Path, m
 
 def test_a_relative_pack_path_is_not_found_by_this_cli(tmp_path: Path, model_files):
     """Why the path is absolute: the CLI finds `policy/run` from the project root, then starts it from
-    infra/. If this starts passing, the CLI resolves the path itself and the README can say so."""
+    infra/. If this starts passing, the CLI resolves the path itself and docs/policy.md can say so."""
     workspace = checkout(tmp_path / "workspace", model_files[0])
     env = {**clean_environ(), **engine_environ(workspace, tmp_path / "state")}
     (tmp_path / "state").mkdir()
@@ -111,24 +110,20 @@ def test_a_relative_pack_path_is_not_found_by_this_cli(tmp_path: Path, model_fil
     assert done.returncode != 0 and "policy pack not found" in done.stdout + done.stderr
 
 
-# ---- the README ---------------------------------------------------------------------------------------
+# ---- docs/policy.md -----------------------------------------------------------------------------------
 
-def readme_policy_commands() -> str:
-    """The first shell block of the README's "The policy pack" section."""
-    section = README.read_text().split("\n## The policy pack\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
+def docs_policy_commands() -> str:
+    """The first shell block of docs/policy.md (tests/test_docs.py leaves it to this test)."""
+    block = re.search(r"```bash\n(.*?)```", POLICY_DOCS.read_text(), re.S)
     assert block
     return block.group(1)
 
 
-def test_the_readmes_policy_preview_runs_as_written(tmp_path: Path, model_files):
-    commands = readme_policy_commands()
+def test_the_policy_docs_preview_runs_as_written(tmp_path: Path, model_files):
+    commands = docs_policy_commands()
     assert "--policy-pack" in commands and "source scripts/pulumi-env" in commands
     workspace = checkout(tmp_path / "workspace", model_files[0])
-    env = clean_environ()
-    # The stack the README's command previews (The local stack section creates it the same way).
-    subprocess.run(["bash", "-c", "source scripts/pulumi-env && pulumi stack init local --non-interactive"],
-                   cwd=workspace, env=env, check=True, capture_output=True)
+    env = clean_environ()  # the block makes the stack it previews (`pulumi stack select local || ... init`)
     done = subprocess.run(["bash", "-e", "-c", commands], cwd=workspace, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
