@@ -17,8 +17,9 @@ SDK carries no `replace_on_changes`. So the rules are put together from:
 - derived, in cli/azure_native_replacements.json (written by `python -m cli.replacements_generate`
   from the installed SDK): each type's REST API version, its path parameters (its `get_*`
   function's parameters that are also resource inputs) and whether it takes a `location`;
-- hand-kept below, each with its source: the forceNewMap entries (FORCE_NEW_MAP), the create-only
-  properties read in the REST spec at the API version the SDK uses (SPEC_READ), the provider's own
+- hand-kept, each with its source, below for the workspace's types and in each target's module
+  (`Target.replace_rules`) for the types it registers: the forceNewMap entries (FORCE_NEW_MAP), the
+  create-only properties read in the REST spec at the API version the SDK uses (SPEC_READ), the provider's own
   storage Blob resource, whose metadata is hand-written in the provider (CUSTOM_RESOURCES), and changes
   the provider plans as updates that Azure refuses (AZURE_REFUSES_IN_PLACE, and `location` below).
 
@@ -29,7 +30,7 @@ Azure/azure-openapi-validator docs/location-must-have-xms-mutability.md, which a
 InvalidResourceLocation. Where the spec marks it so, or forceNewMap lists it, azure-native replaces
 the resource; where it does not (pulumi-azure-native issue 3053: the preview says "update" and
 `pulumi up` fails), it is refused in place here. A tracked type whose spec was not read
-(SPEC_READ) is treated as refused in place, and says so.
+(SPEC_READ, or a target's) is treated as refused in place, and says so.
 
 Nested create-only properties (x-ms-mutability below the top level) do not replace the resource in
 azure-native (provider/pkg/gen/properties.go: "a non-updatable property at a subtype level ... does
@@ -44,9 +45,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from infra import targets
+from infra.targets import ReplaceRules, SpecRead
 
 AZURE_NATIVE_PREFIX = "azure-native:"
 DATA_FILE = Path(__file__).with_name("azure_native_replacements.json")
@@ -67,35 +70,16 @@ def sdk_facts(type_: str) -> dict[str, Any] | None:
 # pulumi-azure-native provider/pkg/gen/replacement.go, forceNewMap: properties that replace the
 # resource whatever the spec says (module, resource, property; nested entries of the types the
 # resource embeds are spelled here with their parent, as the provider matches them one level down).
+# The workspace's types; each target keeps its own types' entries (`Target.replace_rules`).
 FORCE_NEW_MAP: dict[str, tuple[str, ...]] = {
     "azure-native:resources:ResourceGroup": ("location",),
     "azure-native:storage:StorageAccount": ("isHnsEnabled", "location"),
     # forceNewMap's "Authorization"/"RoleAssignment": principalId and scope (scope is also the path).
     "azure-native:authorization:RoleAssignment": ("principalId", "scope"),
-    # forceNewMap's AgentPool entries: vmSize, gpuInstanceProfile, networkProfile.nodePublicIPTags.
-    "azure-native:containerservice:AgentPool": ("vmSize", "gpuInstanceProfile", "networkProfile.nodePublicIPTags"),
-    # forceNewMap's ManagedCluster entries (networkProfile's are one level down).
-    "azure-native:containerservice:ManagedCluster": (
-        "diskEncryptionSetID", "dnsPrefix", "fqdnSubdomain", "linuxProfile", "location", "nodeResourceGroup",
-        "windowsProfile", *(f"networkProfile.{p}" for p in (
-            "serviceCidr", "serviceCidrs", "dnsServiceIP", "networkMode", "networkPlugin", "networkPluginMode",
-            "podCidr", "networkDataplane", "networkPolicy", "outboundType")),
-    ),
 }
 
 
-@dataclass(frozen=True)
-class SpecRead:
-    """What was read in a type's REST spec (Azure/azure-rest-api-specs) at one API version."""
-
-    api_version: str
-    """The version read; a test fails when the SDK moves to another one, so it is read again."""
-    create_only: tuple[str, ...]
-    """Top-level inputs (SDK names) that what was read marks `x-ms-mutability` create without update."""
-    source: str
-    """Where, in the spec."""
-
-
+# What was read in the REST specs of the workspace's types (the targets keep their own types' readings).
 SPEC_READ: dict[str, SpecRead] = {
     "azure-native:managedidentity:UserAssignedIdentity": SpecRead(
         "2023-01-31", ("location",),
@@ -111,16 +95,6 @@ SPEC_READ: dict[str, SpecRead] = {
         # specification/applicationinsights/.../stable/2020-02-02/components_API.json.
         "ComponentsResource.location and the flattened ApplicationInsightsComponentProperties."
         "Application_Type are x-ms-mutability [create, read]"),
-    "azure-native:containerinstance:ContainerGroup": SpecRead(
-        "2024-05-01-preview", (),
-        # specification/containerinstance/.../preview/2024-05-01-preview/containerInstance.json.
-        "ContainerGroup is allOf the file's own Resource, whose location has no x-ms-mutability "
-        "(only location was read)"),
-    "azure-native:iothub:IotHubResource": SpecRead(
-        "2023-06-30", (),
-        # specification/iothub/.../stable/2023-06-30/iothub.json, definitions.IotHubDescription.
-        "IotHubDescription is allOf the file's own Resource, whose location has no x-ms-mutability; "
-        "its top-level properties (etag, properties, sku, identity) carry none either"),
     "azure-native:keyvault:Vault": SpecRead(
         "2024-11-01", (),
         # specification/keyvault/.../stable/2024-11-01/keyvault.json, VaultCreateOrUpdateParameters.
@@ -139,10 +113,6 @@ CUSTOM_RESOURCES: dict[str, tuple[str, ...]] = {
 # Changes azure-native plans as updates but Azure refuses in place: the preview says "update" and
 # `pulumi up` fails. Sources: the property docs in the installed SDK (pulumi_azure_native 3.29.0).
 AZURE_REFUSES_IN_PLACE: dict[str, dict[str, str]] = {
-    "azure-native:containerservice:ManagedCluster": {
-        # containerservice/managed_cluster.py: "The Azure API does not currently allow this property to be updated directly."
-        "agentPoolProfiles": "Azure does not update a cluster's initial agent pool in place (azure-native docs)",
-    },
     "azure-native:machinelearningservices:Workspace": {
         # machinelearningservices/workspace.py: "This cannot be changed once the workspace has been created".
         "storageAccount": "a workspace's storage account cannot be changed once it is created",
@@ -151,16 +121,31 @@ AZURE_REFUSES_IN_PLACE: dict[str, dict[str, str]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def hand_kept() -> ReplaceRules:
+    """The tables above and every target's own (`Target.replace_rules`), in one."""
+    declared = targets.replace_rules()
+    clash = (set(FORCE_NEW_MAP) & set(declared.force_new) | set(SPEC_READ) & set(declared.spec_read)
+             | set(AZURE_REFUSES_IN_PLACE) & set(declared.refused_in_place))
+    if clash:
+        raise ValueError(f"replace facts for {sorted(clash)} are kept both here and by a target: keep them in one place")
+    return ReplaceRules(force_new={**FORCE_NEW_MAP, **declared.force_new},
+                        spec_read={**SPEC_READ, **declared.spec_read},
+                        refused_in_place={**AZURE_REFUSES_IN_PLACE, **declared.refused_in_place})
+
+
 def hand_kept_types() -> set[str]:
-    """The azure-native types the hand tables above name."""
-    return set(FORCE_NEW_MAP) | set(SPEC_READ) | set(CUSTOM_RESOURCES) | set(AZURE_REFUSES_IN_PLACE)
+    """The azure-native types the hand tables (these and the targets') name."""
+    rules = hand_kept()
+    return {t for t in (*rules.force_new, *rules.spec_read, *CUSTOM_RESOURCES, *rules.refused_in_place)
+            if t.startswith(AZURE_NATIVE_PREFIX)}
 
 
 def _azure_native_rules(type_: str) -> tuple[str, ...]:
     facts = sdk_facts(type_) or {}
     paths = CUSTOM_RESOURCES.get(type_) or tuple(facts.get("path_parameters") or ())
-    spec = SPEC_READ.get(type_)
-    rules = (*paths, *FORCE_NEW_MAP.get(type_, ()), *(spec.create_only if spec else ()))
+    spec = hand_kept().spec_read.get(type_)
+    rules = (*paths, *hand_kept().force_new.get(type_, ()), *(spec.create_only if spec else ()))
     return tuple(dict.fromkeys(rules))
 
 
@@ -170,7 +155,7 @@ def _location_refusal(type_: str) -> str | None:
     if not facts or not facts.get("location") or "location" in _azure_native_rules(type_):
         return None
     moved = "Azure does not move a resource to another region (InvalidResourceLocation, ARM RPC-Put-V1-14)"
-    spec = SPEC_READ.get(type_)
+    spec = hand_kept().spec_read.get(type_)
     if spec:
         return (f"{moved}, and azure-native plans it as an update: the REST spec at {spec.api_version} "
                 f"does not mark location create-only ({spec.source})")
@@ -209,7 +194,7 @@ def provider_rules(type_: str) -> tuple[str, ...]:
         return KUBERNETES_METADATA + KUBERNETES.get(type_, ())
     if type_ in REPLACE_ON_ANY_CHANGE:
         return ("*",)
-    return ()
+    return hand_kept().force_new.get(type_, ())
 
 
 def _pattern(rule: str) -> re.Pattern[str]:
@@ -227,7 +212,7 @@ def matches(path: str, rules: Iterable[str]) -> list[str]:
 
 def refused_in_place(type_: str, path: str) -> str | None:
     """Why Azure would refuse to update `path` of `type_` in place, if it would."""
-    for prop, why in AZURE_REFUSES_IN_PLACE.get(type_, {}).items():
+    for prop, why in hand_kept().refused_in_place.get(type_, {}).items():
         if _pattern(prop).match(path):
             return why
     if type_.startswith(AZURE_NATIVE_PREFIX) and _pattern("location").match(path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 # IoT Edge 1.6 LTS succeeds 1.5 LTS (serviced until 2026-11-10) and is serviced until 2028-11-14
 # (github.com/Azure/azure-iotedge/releases/tag/1.6.0). Deployments point the runtime modules at the
@@ -239,3 +239,46 @@ def problems(manifest: Mapping[str, Any]) -> list[str]:
             if "." in registry and registry != "mcr.microsoft.com" and registry not in addresses:
                 found.append(f"module {name}: no registryCredentials for {registry}")
     return found
+
+
+@dataclass(frozen=True)
+class DeployedModule:
+    """A custom module of a deployment manifest, as reviews and checks read it back."""
+
+    name: str
+    image: str
+    options: Optional[Mapping[str, Any]]
+    """The Docker create options, joined from their chunks; None when they are not a JSON object."""
+    env: Mapping[str, str]
+    """The module twin's `env` (where ml-deploy puts the auth keys)."""
+
+
+def custom_modules(props: Mapping[str, Any]) -> Optional[list[DeployedModule]]:
+    """The custom modules (not edgeAgent or edgeHub) of a deployment's manifest, its `content`
+    input (JSON text); None when there is no manifest to read."""
+    content = props.get("content")
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(content, Mapping):
+        return None
+    agent = ((content.get("modulesContent") or {}).get("$edgeAgent") or {}).get("properties.desired")
+    if not isinstance(agent, Mapping):
+        return None
+    found = []
+    for name, module in (agent.get("modules") or {}).items():
+        settings = module.get("settings") or {}
+        options: Optional[Mapping[str, Any]] = {}
+        if CREATE_OPTIONS in settings:
+            try:
+                parsed = json.loads(joined(settings))
+            except json.JSONDecodeError:
+                parsed = None
+            options = parsed if isinstance(parsed, Mapping) else None
+        env = {str(k): str((v or {}).get("value", "")) for k, v in (module.get("env") or {}).items()
+               if isinstance(v, Mapping) or v is None}
+        found.append(DeployedModule(str(name), str(settings.get("image") or ""), options, env))
+    return found
+

@@ -1,12 +1,13 @@
 """Deploy-time types: what the program hands each target (`DeployContext`), what a target hands back
-(`Deployed`), the images and registry services run from, and what the offline plan's mocks see."""
+(`Deployed`), the images and registry services run from, what the offline plan's mocks see, and how
+a target's log reader is called."""
 
 from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import pulumi
 
@@ -35,7 +36,8 @@ class Deployed:
 
     service: DeployedService
     logs: Mapping[str, Any]
-    """`{"kind": "file" | "aci" | "kubernetes" | "iot_edge", ...}`: plain values or Outputs, never secrets."""
+    """`{"kind": ..., ...}`, a kind one of the targets' log readers reads (`Target.logs`): plain values
+    or Outputs, never secrets."""
     outputs: Mapping[str, Any] = field(default_factory=dict)
     """What this target adds to the service's stack outputs (`devices` on IoT Edge), next to the
     contract's; secrets as `Output.secret`."""
@@ -109,3 +111,23 @@ class MockResource:
     name: str
     location: str
     state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """What the caller of `ml-deploy logs` chose, for the readers that use it."""
+
+    tail: int
+    """Lines to return, at most (per container where there are several)."""
+    kubeconfig: Optional[str] = None
+    """Kubernetes: the kubeconfig (default: $KUBECONFIG or ~/.kube/config)."""
+    context: Optional[str] = None
+    """Kubernetes: the kubeconfig context."""
+
+
+LogReader = Callable[[Mapping[str, Any], LogOptions], str]
+"""A service's `logs` output and the caller's options -> its recent log."""
+
+
+class LogsUnavailable(Exception):
+    """A log cannot be read; the message says why and what to do instead."""

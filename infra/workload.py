@@ -1,19 +1,22 @@
 """The Kubernetes workload a scoring service is on any cluster: its config (the Azure ML SDK's AKS deploy
-settings), the checks that hold on every cluster, and the AksService inputs it becomes. Shared by
-`target: aks` and `target: kubernetes` (infra/targets/), which create the same objects."""
+settings), the checks that hold on every cluster, the AksService inputs it becomes, how its pods' logs
+are read and which of its objects are public endpoints. Shared by `target: aks` and `target: kubernetes`
+(infra/targets/), which create the same objects."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Iterable, Literal, Mapping, Optional
 
 import pulumi
 from pydantic import Field
 
-from components.aks_service import AcceleratorRequest, AksServiceArgs
+from components.aks_service import INTERNAL_LB_ANNOTATION, AcceleratorRequest, AksServiceArgs
 from components.service import ProbeTimings
+from infra.deploy import LogOptions, LogsUnavailable
 from infra.schema import ServiceBase, TlsSettings
+from policy.endpoints import HTTPS_PORT, EndpointReader, Exposure, env_names
 from serving import settings as runtime
 
 # Kubernetes label syntax (kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set).
@@ -159,3 +162,68 @@ def workload_args(
         load_balancer_source_ranges=list(svc.load_balancer_source_ranges),
         **extra,
     )
+
+
+def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
+    """Each pod's log (and the previous container's, after a restart: a crash-looping `init()`)."""
+    from kubernetes import client as k8s
+    from kubernetes import config as kube_config
+    from kubernetes.client.exceptions import ApiException
+
+    tail = options.tail
+    api_client = kube_config.new_client_from_config(config_file=options.kubeconfig, context=options.context)
+    core = k8s.CoreV1Api(api_client)
+    pods = core.list_namespaced_pod(source["namespace"], label_selector=source["selector"]).items
+    if not pods:
+        raise LogsUnavailable(f"no pods match {source['selector']} in namespace {source['namespace']}")
+    out: list[str] = []
+    for pod in pods:
+        name = str(pod.metadata.name if pod.metadata else "")
+        statuses = {s.name: s for s in ((pod.status.container_statuses if pod.status else None) or [])}
+        status = statuses.get(source["container"])
+        if status is not None and status.restart_count:
+            try:
+                previous = core.read_namespaced_pod_log(name, source["namespace"], container=source["container"],
+                                                        tail_lines=tail, previous=True)
+                out.append(f"== {name} (previous container, restarted {status.restart_count}x)\n{previous}")
+            except ApiException:
+                pass
+        try:
+            current = core.read_namespaced_pod_log(name, source["namespace"], container=source["container"],
+                                                   tail_lines=tail)
+        except ApiException as err:
+            current = f"(no log: {err.reason})\n"
+        out.append(f"== {name}\n{current}")
+    return "\n".join(out)
+
+
+K8S_DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+K8S_SERVICE = "kubernetes:core/v1:Service"
+
+
+def deployment_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
+    """A scoring Deployment is fronted by a LoadBalancer (a public IP on AKS unless internal), so its
+    containers must read `SCORING_AUTH_KEYS`."""
+    pod = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if runtime.AUTH_KEYS in env_names(pod.get("containers") or [], "env"):
+        return []
+    return [Exposure(unauthenticated=(
+        f"scoring Deployment without auth: no {runtime.AUTH_KEYS} in its containers, and AKS "
+        "services are exposed through a LoadBalancer (set auth_enabled: true)"))]
+
+
+def service_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
+    """A LoadBalancer Service that is not internal (Azure's cloud provider gives one with
+    INTERNAL_LB_ANNOTATION a private IP only) is public: its ports must include 443."""
+    spec = props.get("spec") or {}
+    annotations = (props.get("metadata") or {}).get("annotations") or {}
+    if spec.get("type") != "LoadBalancer" or str(annotations.get(INTERNAL_LB_ANNOTATION, "")).lower() == "true":
+        return []
+    ports = {p.get("port") for p in spec.get("ports") or []}
+    if HTTPS_PORT in ports:
+        return []
+    return [Exposure(plaintext=f"LoadBalancer Service serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}")]
+
+
+PUBLIC_ENDPOINTS: Mapping[str, EndpointReader] = {K8S_DEPLOYMENT: deployment_endpoints, K8S_SERVICE: service_endpoints}
+"""What `target: aks` and `target: kubernetes` declare to the policy pack."""

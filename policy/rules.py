@@ -12,22 +12,23 @@ CLI sets for packs started through a language host but not for a pack started as
 
 `evaluate` runs every rule over an offline plan's resources (cli/offline.py's recording), so that
 `./ml-deploy plan` and `diff` report what the pack would, without an engine. This module imports
-neither pulumi nor pulumi_policy: it runs in the program's venv as well as in the pack's.
+neither pulumi nor pulumi_policy at the top: it runs in the program's venv as well as in the pack's.
+The public-service rules read the targets' endpoint declarations from the target registry, which
+brings the providers' SDKs: the pack's venv installs the program's (policy/requirements.txt).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 import yaml
 
 from content import edge_manifest
 from infra.vm_sizes import ACCELERATOR_SIZES, CLOCK, GENERAL_SIZES, VM_VCPUS, general_lifecycle, lifecycle
-from serving.settings import AUTH_KEYS
+from policy.endpoints import EndpointReader, Exposure
 
 # Stacks where speed beats safety: nothing has to be protected there. `lab` runs everything on
 # 127.0.0.1 (scripts/lab) and its tests destroy it (tests/test_lab_stack.py), which protect would refuse.
@@ -112,170 +113,56 @@ def registry_admin_user_off(args: ResourceArgs, report_violation: ReportViolatio
 
 
 # ---- public-service-auth / public-service-tls ------------------------------------------------------
+# Which resources are public endpoints is each target's to say (`Target.public_endpoints` in
+# infra/targets/, in policy/endpoints.py's terms); these two rules apply what they say.
 
 CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
 K8S_SERVICE = "kubernetes:core/v1:Service"
 K8S_DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 """The local target's dynamic resources (providers/local.py names no type of its own)."""
-HTTPS_PORT = 443
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _env_names(containers: Iterable[Mapping[str, Any]], key: str) -> set[str]:
-    return {str(e.get("name")) for c in containers for e in (c.get(key) or []) if isinstance(e, Mapping)}
-
-
-def _public_container_group(props: Mapping[str, Any]) -> bool:
-    ip = props.get("ipAddress") or {}
-    return str(ip.get("type", "")).lower() == "public"
-
-
-# ---- IoT Edge deployment manifests -------------------------------------------------------------------
-
 EDGE_DEVICE_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:DeviceDeployment"
 EDGE_HUB_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:HubDeployment"
 """providers/iot_hub.py's deployments: one device's content, and a deployment at scale."""
 EDGE_DEPLOYMENTS = frozenset({EDGE_DEVICE_DEPLOYMENT, EDGE_HUB_DEPLOYMENT})
 
-
-@dataclass(frozen=True)
-class EdgeModule:
-    """A custom module of an IoT Edge deployment manifest, as the rules read it."""
-
-    name: str
-    image: str
-    options: Optional[Mapping[str, Any]]
-    """The Docker create options, joined from their chunks; None when they are not a JSON object."""
-    env: Mapping[str, str]
-    """The module twin's `env` (where ml-deploy puts the auth keys)."""
+_READERS: Optional[Mapping[str, Sequence[EndpointReader]]] = None
 
 
-def edge_modules(props: Mapping[str, Any]) -> Optional[list[EdgeModule]]:
-    """The custom modules (not edgeAgent or edgeHub) of a deployment's manifest, its `content`
-    input (JSON text); None when there is no manifest to read."""
-    content = props.get("content")
-    if isinstance(content, str):
-        try:
-            content = json.loads(content)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(content, Mapping):
-        return None
-    agent = ((content.get("modulesContent") or {}).get("$edgeAgent") or {}).get("properties.desired")
-    if not isinstance(agent, Mapping):
-        return None
-    found = []
-    for name, module in (agent.get("modules") or {}).items():
-        settings = module.get("settings") or {}
-        options: Optional[Mapping[str, Any]] = {}
-        if edge_manifest.CREATE_OPTIONS in settings:
-            try:
-                joined = json.loads(edge_manifest.joined(settings))
-            except json.JSONDecodeError:
-                joined = None
-            options = joined if isinstance(joined, Mapping) else None
-        env = {str(k): str((v or {}).get("value", "")) for k, v in (module.get("env") or {}).items()
-               if isinstance(v, Mapping) or v is None}
-        found.append(EdgeModule(str(name), str(settings.get("image") or ""), options, env))
-    return found
+def endpoint_readers() -> Mapping[str, Sequence[EndpointReader]]:
+    """Every target's public-endpoint readers by resource type, read once from the target registry
+    (imported here, not at the top: it brings the providers' SDKs, which the pack's venv has too)."""
+    global _READERS
+    if _READERS is None:
+        from infra.targets import endpoint_readers as declared
+
+        _READERS = declared()
+    return _READERS
 
 
-def published_ports(options: Mapping[str, Any]) -> list[str]:
-    """What a module's create options make reachable from outside the device: port bindings on an
-    address other than loopback (Docker binds every address when `HostIp` is empty), every exposed
-    port with `PublishAllPorts`, every port the process opens with the host's network."""
-    host = options.get("HostConfig") or {}
-    if str(host.get("NetworkMode") or "").lower() == "host":
-        return ["every port (NetworkMode: host)"]
-    if host.get("PublishAllPorts") is True:
-        return ["every exposed port (PublishAllPorts)"]
-    found = []
-    for container_port, bindings in (host.get("PortBindings") or {}).items():
-        # An empty binding list still publishes the port, on a port Docker picks.
-        for binding in bindings or [{}]:
-            if str(binding.get("HostIp") or "") not in LOOPBACK:
-                found.append(f"{binding.get('HostPort') or 'any'}->{container_port}")
-    return found
-
-
-def _edge_module_auth(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    modules = edge_modules(args.props)
-    if modules is None:
-        if "content" in args.props:
-            report_violation("the deployment's content is not an IoT Edge manifest: its modules cannot be checked")
-        return
-    for module in modules:
-        if module.options is None:
-            report_violation(f"module {module.name}: its createOptions are not a JSON object, so what it "
-                             "publishes cannot be checked")
-            continue
-        ports = published_ports(module.options)
-        env = {str(e).partition("=")[0]: str(e).partition("=")[2] for e in module.options.get("Env") or []}
-        keys = module.env.get(AUTH_KEYS) or env.get(AUTH_KEYS)
-        if ports and not keys:
-            report_violation(f"module {module.name} publishes {', '.join(ports)} on the device without auth: "
-                             f"no {AUTH_KEYS} in its env (set auth_enabled: true on the service)")
+def exposures(args: ResourceArgs) -> list[Exposure]:
+    """The endpoints a resource opens beyond its host, as its target declares them."""
+    return [found for reader in endpoint_readers().get(args.resource_type, ()) for found in reader(args.props)]
 
 
 def public_service_auth(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """Every service reachable from outside its host checks a key.
-
-    ACI: a container group with a public IP must give its containers `SCORING_AUTH_KEYS`.
-    AKS: a Deployment's scoring container must read `SCORING_AUTH_KEYS` (the services front it with a
-    LoadBalancer, a public IP on AKS). Local: a service process with auth off is compliant only on
-    127.0.0.1, where it always listens (providers/local.py), so it is flagged when a `host` input
-    says otherwise. IoT Edge: a module of a deployment that publishes a port on the device (on an
-    address other than loopback, see `published_ports`) must have the keys in its env.
-    """
-    props = args.props
-    if args.resource_type in EDGE_DEPLOYMENTS:
-        _edge_module_auth(args, report_violation)
-    elif args.resource_type == CONTAINER_GROUP and _public_container_group(props):
-        if AUTH_KEYS not in _env_names(props.get("containers") or [], "environmentVariables"):
-            report_violation(f"public container group without auth: no {AUTH_KEYS} in its containers "
-                             "(set auth_enabled: true on the service)")
-    elif args.resource_type == K8S_DEPLOYMENT:
-        pod = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
-        if AUTH_KEYS not in _env_names(pod.get("containers") or [], "env"):
-            report_violation(f"scoring Deployment without auth: no {AUTH_KEYS} in its containers, and AKS "
-                             "services are exposed through a LoadBalancer (set auth_enabled: true)")
-    elif args.resource_type == DYNAMIC and "auth_enabled" in props and "service" in props:
-        host = str(props.get("host") or "127.0.0.1")
-        if props.get("auth_enabled") is not True and host not in LOOPBACK:
-            report_violation(f"local service {props.get('service')} listens on {host} without auth")
-
-
-# Azure's cloud provider gives a Service with this annotation a private IP only
-# (MicrosoftDocs/azure-aks-docs articles/aks/internal-lb.md): not a public endpoint.
-INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
-
-
-def _internal_load_balancer(props: Mapping[str, Any]) -> bool:
-    annotations = (props.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(INTERNAL_LB_ANNOTATION, "")).lower() == "true"
+    """Every service reachable from outside its host checks a key: what each target declares public
+    (ACI: a container group with a public IP; AKS and Kubernetes: a scoring Deployment, fronted by a
+    LoadBalancer; local: a process on an address other than loopback; IoT Edge: a module that
+    publishes a port on the device) must be given the keys."""
+    for exposure in exposures(args):
+        if exposure.unauthenticated:
+            report_violation(exposure.unauthenticated)
 
 
 def public_service_tls(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """Public endpoints are served over TLS.
-
-    Keyed on the inputs visible today: a public container group, or a LoadBalancer Service that is
-    not internal, whose ports do not include 443 serves plain HTTP. The pack runs it twice: mandatory
-    on production stacks (`public-service-tls`), advisory on dev, local and lab (`public-service-tls-dev`).
-    """
-    props = args.props
-    if args.resource_type == CONTAINER_GROUP and _public_container_group(props):
-        ports = {p.get("port") for p in (props.get("ipAddress") or {}).get("ports") or []}
-        if HTTPS_PORT not in ports:
-            report_violation(f"public container group serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}")
-    elif args.resource_type == K8S_SERVICE:
-        spec = props.get("spec") or {}
-        if spec.get("type") == "LoadBalancer" and not _internal_load_balancer(props):
-            ports = {p.get("port") for p in spec.get("ports") or []}
-            if HTTPS_PORT not in ports:
-                report_violation(f"LoadBalancer Service serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}")
+    """Public endpoints are served over TLS (ACI: a public container group without 443 among its
+    ports; AKS: a LoadBalancer Service that is not internal, likewise). The pack runs it twice:
+    mandatory on production stacks (`public-service-tls`), advisory on dev, local and lab
+    (`public-service-tls-dev`)."""
+    for exposure in exposures(args):
+        if exposure.plaintext:
+            report_violation(exposure.plaintext)
 
 
 def on_stacks(production: bool, validate: Callable[[ResourceArgs, ReportViolation], None]
@@ -384,7 +271,7 @@ def _images(args: ResourceArgs) -> list[str]:
     if args.resource_type in EDGE_DEPLOYMENTS:
         # The custom modules only: edgeAgent and edgeHub are the IoT Edge runtime, which
         # content/edge_manifest.py points at Microsoft's minor-version tags on purpose.
-        return [m.image for m in edge_modules(props) or [] if m.image]
+        return [m.image for m in edge_manifest.custom_modules(props) or [] if m.image]
     return []
 
 

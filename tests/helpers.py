@@ -75,6 +75,28 @@ def run_config(config: dict[str, Any], stack: str = "dev",
     return offline.run(values, stack=stack, stack_outputs=stack_outputs or {})
 
 
+def unseen_public_services(recording: Recording, stack: str) -> list[str]:
+    """The services of a plan (run with auth off) that answer beyond their host, by their `scoring_uri`,
+    but of whose resources the public-service-auth rule flags none: a public endpoint that no target's
+    reader (`Target.public_endpoints`) sees. A scoring URI unknown under the mocks is not judged."""
+    from urllib.parse import urlparse
+
+    from policy import rules
+    from policy.endpoints import LOOPBACK
+
+    flagged: set[str] = set()
+    for violation in rules.evaluate(recording.resources, stack, ROOT):
+        if violation.rule == "public-service-auth":
+            resource = recording.by_urn(violation.urn)
+            flagged |= {a.name for a in recording.ancestors(resource) if not a.custom}
+    unseen = []
+    for name, outputs in (recording.outputs.get("services") or {}).items():
+        uri = outputs.get("scoring_uri")
+        if isinstance(uri, str) and urlparse(uri).hostname not in LOOPBACK and name not in flagged:
+            unseen.append(name)
+    return unseen
+
+
 def has_resource(recording: Recording, type_: str, subset: dict[str, Any]) -> bool:
     """Whether some resource of `type_` has inputs that include `subset` (nested dicts compared by subset)."""
     return any(_includes(r.inputs, subset) for r in recording.of_type(type_))
@@ -314,7 +336,7 @@ def self_signed_certificate(tmp_path: Path) -> tuple[Path, Path]:
 # ---- the project through the real engine -----------------------------------------------------
 
 PROJECT_FILES = ("Pulumi.yaml", "Pulumi.local.yaml", "Pulumi.lab.yaml", "infra", "components", "content", "providers", "serving",
-                 "scoring_templates", "cli")
+                 "scoring_templates", "cli", "policy")
 """What a copy of the project needs to run the program and the command line."""
 
 
@@ -324,7 +346,7 @@ def copy_project(work: Path, model_file: Path) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", ".venv"))
         else:
             shutil.copy(src, work / name)
     stack_file = work / "Pulumi.local.yaml"

@@ -21,6 +21,8 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from cli import logs
+from infra import targets
+from infra.deploy import LogOptions
 from tests.helpers import self_signed_certificate
 
 Route = Callable[[str, dict[str, list[str]]], tuple[int, str, bytes]]
@@ -101,7 +103,7 @@ def test_aci_logs_come_from_the_container_logs_api(tmp_path):
     server = _serve(route, context)
     base, seen = next(server)
     try:
-        text = logs.read_aci(source, tail=25, credential=_Token(), base_url=base, connection_verify=str(cert))
+        text = targets.get("aci").logs["aci"](source, LogOptions(tail=25), credential=_Token(), base_url=base, connection_verify=str(cert))
     finally:
         next(server, None)
     assert text == "init() failed (tail=25)\n"

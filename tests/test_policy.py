@@ -20,7 +20,7 @@ from cli import offline
 from content import edge_manifest
 from infra import vm_sizes
 from policy import rules
-from tests.helpers import ROOT, engine_environ, run_config
+from tests.helpers import ROOT, engine_environ, run_config, unseen_public_services
 
 AUTH_ENV = {"name": "SCORING_AUTH_KEYS", "secureValue": "k1,k2"}
 
@@ -515,6 +515,20 @@ def test_every_committed_stack_passes_every_mandatory_rule(stack, committed_stac
     assert mandatory == []
 
 
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_public_service_of_every_committed_stack_is_seen_by_the_public_service_rules(stack, committed_stack_inputs):
+    """Each target declares which of its resources are public endpoints (`Target.public_endpoints`):
+    with auth off, every service that answers beyond its host is flagged, so a target whose public
+    resource type no reader covers fails here."""
+    values = offline.stack_config(stack)
+    services = json.loads(values["ml-deploy:services"])
+    for svc in services:
+        svc["auth_enabled"] = False
+    values["ml-deploy:services"] = json.dumps(services)
+    rec = offline.run(values, stack=stack)
+    assert unseen_public_services(rec, stack) == []
+
+
 def test_the_committed_edge_stack_is_covered_by_the_iot_rules(committed_stack_inputs):
     rec = offline.run(offline.stack_config("edge"), stack="edge")
     hub = rec.of_type(rules.IOT_HUB)[0]
@@ -522,7 +536,7 @@ def test_the_committed_edge_stack_is_covered_by_the_iot_rules(committed_stack_in
     advisories = {(v.rule, v.name) for v in rules.evaluate(rec.resources, "edge", ROOT)}
     assert advisories == {("iot-hub-network-restricted", "factory-hub")}
     deployments = [r for r in rec.resources if r.type in rules.EDGE_DEPLOYMENTS]
-    assert len(deployments) == 3 and all(rules.edge_modules(r.inputs) for r in deployments)
+    assert len(deployments) == 3 and all(edge_manifest.custom_modules(r.inputs) for r in deployments)
 
 
 @dataclass
@@ -567,7 +581,7 @@ def test_an_explicit_stack_root_wins_and_a_folder_outside_any_project_is_its_own
 # ---- through the real engine ---------------------------------------------------------------------------
 
 COPIED = ("Pulumi.yaml", "Pulumi.local.yaml", "infra", "components", "content", "providers", "serving",
-          "scoring_templates")
+          "scoring_templates", "policy")
 PACK = ROOT / "policy" / "run"
 
 
@@ -577,7 +591,7 @@ def engine_project(tmp_path_factory: pytest.TempPathFactory, model_files) -> tup
     for name in COPIED:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", ".venv"))
         else:
             shutil.copy(src, work / name)
     local = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from components.aks_service import INTERNAL_LB_ANNOTATION
 from policy import rules
 from tests.test_policy import Args, violations
 
@@ -38,7 +39,7 @@ def test_a_public_production_service_on_plain_http_is_refused():
 
 
 def test_an_internal_load_balancer_is_not_public():
-    internal = service({rules.INTERNAL_LB_ANNOTATION: "true"})
+    internal = service({INTERNAL_LB_ANNOTATION: "true"})
     assert violations(by_id("public-service-tls").validate, internal) == []
 
 

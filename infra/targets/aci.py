@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Iterable, Literal, Mapping, Optional
 
 from pydantic import Field
 
 from components.aci_service import AciService, AciServiceArgs
 from components.naming import Kind, azure_name
-from infra.deploy import DeployContext, Deployed, MockResource
+from infra.deploy import DeployContext, Deployed, LogOptions, MockResource
 from infra.schema import ServiceBase, TlsSettings
-from infra.targets import Target, register
+from infra.targets import ReplaceRules, SpecRead, Target, register
+from policy.endpoints import HTTPS_PORT, Exposure, env_names
 from serving import settings as runtime
+
+CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
 
 
 class AciServiceConfig(ServiceBase, TlsSettings):
@@ -63,6 +66,39 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
     return Deployed(aci, logs)
 
 
+def read_logs(source: Mapping[str, Any], options: LogOptions, credential: Any = None, **client_options: Any) -> str:
+    """The container's log from Azure's container-logs API (`Containers - List Logs`), with the
+    caller's Azure credentials (`az login`, a managed identity, environment variables)."""
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    client = ContainerInstanceManagementClient(credential, source["subscription_id"], **client_options)
+    logs = client.containers.list_logs(
+        source["resource_group"], source["container_group"], source["container"], tail=options.tail
+    )
+    return logs.content or ""
+
+
+def public_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
+    """A container group with a public IP: its containers must be given `SCORING_AUTH_KEYS`, and its
+    ports must include 443 (the runtime's TLS)."""
+    ip = props.get("ipAddress") or {}
+    if str(ip.get("type", "")).lower() != "public":
+        return []
+    unauthenticated = None
+    if runtime.AUTH_KEYS not in env_names(props.get("containers") or [], "environmentVariables"):
+        unauthenticated = (f"public container group without auth: no {runtime.AUTH_KEYS} in its containers "
+                           "(set auth_enabled: true on the service)")
+    ports = {p.get("port") for p in ip.get("ports") or []}
+    plaintext = None
+    if HTTPS_PORT not in ports:
+        plaintext = f"public container group serves plain HTTP on port(s) {sorted(ports)}; no TLS on {HTTPS_PORT}"
+    return [Exposure(unauthenticated, plaintext)]
+
+
 def _container_group(r: MockResource) -> None:
     ip = dict(r.state.get("ipAddress") or {})
     location = r.state.get("location") or r.location
@@ -75,5 +111,14 @@ TARGET = register(Target(
     name="aci",
     config=AciServiceConfig,
     deploy=deploy,
-    mock_resources={"azure-native:containerinstance:ContainerGroup": _container_group},
+    mock_resources={CONTAINER_GROUP: _container_group},
+    logs={"aci": read_logs},
+    public_endpoints={CONTAINER_GROUP: public_endpoints},
+    replace_rules=ReplaceRules(spec_read={
+        CONTAINER_GROUP: SpecRead(
+            "2024-05-01-preview", (),
+            # specification/containerinstance/.../preview/2024-05-01-preview/containerInstance.json.
+            "ContainerGroup is allOf the file's own Resource, whose location has no x-ms-mutability "
+            "(only location was read)"),
+    }),
 ))

@@ -14,10 +14,10 @@ from components.aks_service import AcceleratorRequest, AksService, ModelDataColl
 from components.naming import Kind, azure_name
 from infra.deploy import DeployContext, Deployed, MockResource
 from infra.schema import StackConfig, Strict
-from infra.targets import Target, register
+from infra.targets import ReplaceRules, Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
-from infra.workload import KubernetesWorkload, workload_args, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_problems
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
 # 3 nodes (MicrosoftDocs/azure-docs articles/machine-learning/v1/how-to-create-attach-kubernetes.md).
@@ -34,6 +34,8 @@ class AttachConfig(Strict):
 
 SYSTEM_POOL = "system"
 """The created cluster's own pool (components/aks_cluster.py); no accelerator pool may take its name."""
+MANAGED_CLUSTER = "azure-native:containerservice:ManagedCluster"
+MANAGED_CLUSTER_POOL = "azure-native:containerservice:AgentPool"
 
 
 class AcceleratorPoolConfig(Strict):
@@ -375,10 +377,33 @@ TARGET = register(Target(
     check=check,
     setup=setup,
     mock_resources={
-        "azure-native:containerservice:ManagedCluster": _managed_cluster,
-        "azure-native:containerservice:AgentPool": _agent_pool,
+        MANAGED_CLUSTER: _managed_cluster,
+        MANAGED_CLUSTER_POOL: _agent_pool,
         "kubernetes:core/v1:Service": _load_balancer,
     },
+    logs={"kubernetes": read_logs},
+    public_endpoints=PUBLIC_ENDPOINTS,
+    replace_rules=ReplaceRules(
+        # pulumi-azure-native provider/pkg/gen/replacement.go, forceNewMap: properties that replace the
+        # resource whatever the spec says (nested ones are spelled with their parent, as the provider
+        # matches them one level down).
+        force_new={
+            # forceNewMap's AgentPool entries: vmSize, gpuInstanceProfile, networkProfile.nodePublicIPTags.
+            MANAGED_CLUSTER_POOL: ("vmSize", "gpuInstanceProfile", "networkProfile.nodePublicIPTags"),
+            # forceNewMap's ManagedCluster entries (networkProfile's are one level down).
+            MANAGED_CLUSTER: (
+                "diskEncryptionSetID", "dnsPrefix", "fqdnSubdomain", "linuxProfile", "location", "nodeResourceGroup",
+                "windowsProfile", *(f"networkProfile.{p}" for p in (
+                    "serviceCidr", "serviceCidrs", "dnsServiceIP", "networkMode", "networkPlugin", "networkPluginMode",
+                    "podCidr", "networkDataplane", "networkPolicy", "outboundType")),
+            ),
+        },
+        # Sources: the property docs in the installed SDK (pulumi_azure_native 3.29.0).
+        refused_in_place={MANAGED_CLUSTER: {
+            # containerservice/managed_cluster.py: "The Azure API does not currently allow this property to be updated directly."
+            "agentPoolProfiles": "Azure does not update a cluster's initial agent pool in place (azure-native docs)",
+        }},
+    ),
     mock_calls={
         "azure-native:containerservice:listManagedClusterAdminCredentials": _admin_credentials,
         "azure-native:containerservice:getManagedCluster": _get_cluster,

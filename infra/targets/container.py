@@ -7,12 +7,12 @@ Azure ML's local web service runs the image on the developer's Docker.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import Field
 
 from components.container import ContainerService, ContainerServiceArgs
-from infra.deploy import DeployContext, Deployed
+from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable
 from infra.schema import ServiceBase, StackConfig
 from infra.targets import Target, pushed_image_problem, register
 
@@ -60,10 +60,24 @@ def deploy(ctx: DeployContext, svc: ContainerServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "docker", "docker_host": docker_host, "container": service.container})
 
 
+def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
+    """The container's log from the engine that runs it (`docker logs`: stdout and stderr)."""
+    import subprocess
+
+    host = ["-H", source["docker_host"]] if source.get("docker_host") else []
+    result = subprocess.run(["docker", *host, "logs", "--tail", str(options.tail), source["container"]],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LogsUnavailable(f"no log for container {source['container']}: {result.stderr.strip()}")
+    return result.stdout + result.stderr
+
+
+# No public endpoints: each container listens on 127.0.0.1 with the host's network (providers/container.py).
 TARGET = register(Target(
     name="container",
     config=ContainerServiceConfig,
     deploy=deploy,
     workspace_kinds=("local",),
     check=check,
+    logs={"docker": read_logs},
 ))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional
 
 from pydantic import Field, field_validator
 
@@ -11,9 +11,10 @@ from components.iot_edge_service import IotEdgeService, IotEdgeServiceArgs, scor
 from components.iot_hub import IotHub, IotHubArgs
 from components.naming import Kind, azure_name
 from content import edge_manifest
-from infra.deploy import DeployContext, Deployed, MockResource
+from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource
 from infra.schema import ServiceBase, StackConfig, Strict
-from infra.targets import Target, register
+from infra.targets import ReplaceRules, SpecRead, Target, register
+from policy.endpoints import LOOPBACK, Exposure
 from serving import settings as runtime
 
 # IoT Hub tiers (learn.microsoft.com/azure/iot-hub/iot-hub-scaling): the basic tiers have no device
@@ -259,6 +260,59 @@ def _hub_keys(args: dict[str, Any], _location: str) -> dict[str, Any]:
             "primaryKey": _hash("hub-key", hub)[:44], "secondaryKey": _hash("hub-key-2", hub)[:44]}
 
 
+def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
+    """An IoT Edge module logs on each device, which this machine cannot reach: say where to look."""
+    where = ", ".join(source.get("devices") or []) or f"the devices matching {source.get('target_condition')!r}"
+    raise LogsUnavailable(f"module {source['module']} logs on its devices ({where}, hub {source['hub']}): run "
+                          f"`sudo iotedge logs {source['module']} --tail {options.tail}` on a device")
+
+
+def published_ports(options: Mapping[str, Any]) -> list[str]:
+    """What a module's create options make reachable from outside the device: port bindings on an
+    address other than loopback (Docker binds every address when `HostIp` is empty), every exposed
+    port with `PublishAllPorts`, every port the process opens with the host's network."""
+    host = options.get("HostConfig") or {}
+    if str(host.get("NetworkMode") or "").lower() == "host":
+        return ["every port (NetworkMode: host)"]
+    if host.get("PublishAllPorts") is True:
+        return ["every exposed port (PublishAllPorts)"]
+    found = []
+    for container_port, bindings in (host.get("PortBindings") or {}).items():
+        # An empty binding list still publishes the port, on a port Docker picks.
+        for binding in bindings or [{}]:
+            if str(binding.get("HostIp") or "") not in LOOPBACK:
+                found.append(f"{binding.get('HostPort') or 'any'}->{container_port}")
+    return found
+
+
+def public_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
+    """A deployment's custom modules that publish a port on the device (see `published_ports`) must
+    have the keys in their env; a manifest that cannot be read cannot be checked, which is a finding."""
+    modules = edge_manifest.custom_modules(props)
+    if modules is None:
+        if "content" in props:
+            return [Exposure("the deployment's content is not an IoT Edge manifest: its modules cannot be checked")]
+        return []
+    found = []
+    for module in modules:
+        if module.options is None:
+            found.append(Exposure(f"module {module.name}: its createOptions are not a JSON object, so what it "
+                                  "publishes cannot be checked"))
+            continue
+        ports = published_ports(module.options)
+        env = {str(e).partition("=")[0]: str(e).partition("=")[2] for e in module.options.get("Env") or []}
+        keys = module.env.get(runtime.AUTH_KEYS) or env.get(runtime.AUTH_KEYS)
+        if ports and not keys:
+            found.append(Exposure(f"module {module.name} publishes {', '.join(ports)} on the device without auth: "
+                                  f"no {runtime.AUTH_KEYS} in its env (set auth_enabled: true on the service)"))
+    return found
+
+
+IOT_HUB = "azure-native:iothub:IotHubResource"
+DEVICE_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:DeviceDeployment"
+HUB_DEPLOYMENT = "pulumi-python:dynamic/iot_edge:HubDeployment"
+
+
 TARGET = register(Target(
     name="iot_edge",
     config=IotEdgeServiceConfig,
@@ -267,12 +321,21 @@ TARGET = register(Target(
     check=check,
     setup=setup,
     mock_resources={
-        "azure-native:iothub:IotHubResource": _iot_hub,
+        IOT_HUB: _iot_hub,
         "azure-native:containerregistry:Token": _token,
         "pulumi-python:dynamic/containerregistry:TokenPassword": _token_password,
         "pulumi-python:dynamic/iot_edge:EdgeDevice": _edge_device,
-        "pulumi-python:dynamic/iot_edge:DeviceDeployment": _device_deployment,
-        "pulumi-python:dynamic/iot_edge:HubDeployment": _hub_deployment,
+        DEVICE_DEPLOYMENT: _device_deployment,
+        HUB_DEPLOYMENT: _hub_deployment,
     },
     mock_calls={"azure-native:iothub:listIotHubResourceKeysForKeyName": _hub_keys},
+    logs={"iot_edge": read_logs},
+    public_endpoints={DEVICE_DEPLOYMENT: public_endpoints, HUB_DEPLOYMENT: public_endpoints},
+    replace_rules=ReplaceRules(spec_read={
+        IOT_HUB: SpecRead(
+            "2023-06-30", (),
+            # specification/iothub/.../stable/2023-06-30/iothub.json, definitions.IotHubDescription.
+            "IotHubDescription is allOf the file's own Resource, whose location has no x-ms-mutability; "
+            "its top-level properties (etag, properties, sku, identity) carry none either"),
+    }),
 ))

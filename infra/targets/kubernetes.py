@@ -21,7 +21,7 @@ from infra.deploy import DeployContext, Deployed
 from infra.schema import PROJECT_ROOT, StackConfig, Strict, expand, offline
 from infra.targets import Target, pushed_image_problem, register
 from infra.vm_sizes import RESOURCES
-from infra.workload import KubernetesWorkload, workload_args, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_problems
 
 
 class PullSecretConfig(Strict):
@@ -188,4 +188,6 @@ TARGET = register(Target(
     sections={"kubernetes_clusters": KubernetesClusterConfig},
     check=check,
     setup=setup,
+    logs={"kubernetes": read_logs},
+    public_endpoints=PUBLIC_ENDPOINTS,
 ))

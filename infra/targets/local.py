@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from collections import deque
+from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import Field
 
@@ -22,12 +23,15 @@ from components.local import (
 )
 from content import environment
 from content.environment import UnresolvableEnvironment
-from infra.deploy import DeployContext, Deployed, MockResource
+from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource
 from infra.schema import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
 from infra.targets import Target, register
-from providers.local import ResolvedEnvironment, resolve_environment
+from policy.endpoints import LOOPBACK, Exposure
+from providers.local import ResolvedEnvironment, log_path, resolve_environment
 
 RUNTIME_REQUIREMENTS = PROJECT_ROOT / "serving" / "requirements.txt"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+"""The type of providers/local.py's resources (folders, venvs, service processes)."""
 """What the scoring runtime itself needs, installed into every environment (as in every image)."""
 
 
@@ -114,6 +118,34 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
     return Deployed(service, {"kind": "file", "path": service.log_path})
 
 
+def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
+    """The last lines of the runtime's log file."""
+    path = Path(source["path"])
+    if not path.exists():
+        raise LogsUnavailable(f"no log at {path}: the service has not started yet")
+    with path.open(errors="replace") as f:
+        return "".join(deque(f, maxlen=options.tail))
+
+
+def logs_before_outputs(cfg: StackConfig, svc: LocalServiceConfig, root: Path) -> dict[str, Any]:
+    """The log file a service writes is known from the config alone, so an `init()` that failed in
+    `pulumi up` (no outputs yet) can still be read."""
+    workspace = (root / cfg.workspace.path).resolve()
+    return {"kind": "file", "path": str(log_path(str(workspace / "logs"), svc.name))}
+
+
+def public_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
+    """A service process (a dynamic resource with `service` and `auth_enabled` inputs) always listens
+    on 127.0.0.1 (providers/local.py); one whose `host` input says otherwise must check keys."""
+    if "auth_enabled" not in props or "service" not in props:
+        return []
+    host = str(props.get("host") or "127.0.0.1")
+    if host in LOOPBACK:
+        return []
+    return [Exposure(f"local service {props.get('service')} listens on {host} without auth"
+                     if props.get("auth_enabled") is not True else None)]
+
+
 # ---- what the offline plan's mocks answer --------------------------------------------------------
 
 # The inputs that name each folder kind's path (providers/local.py), in path order.
@@ -137,5 +169,8 @@ TARGET = register(Target(
     workspace_kinds=("local",),
     check=check,
     setup=setup,
-    mock_resources={"pulumi-python:dynamic:Resource": _folder_path},
+    mock_resources={DYNAMIC: _folder_path},
+    logs={"file": read_logs},
+    logs_before_outputs=logs_before_outputs,
+    public_endpoints={DYNAMIC: public_endpoints},
 ))
