@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -11,9 +10,9 @@ import pulumi
 from pulumi_azure_native import authorization, containerinstance, managedidentity
 
 from components import TOKEN_PREFIX
-from components.keys import service_keys
 from components.roles import ACR_PULL, role_definition_id
-from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, TlsCertificate, azure_tags
+from components.runtime import ServiceRuntime
+from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, ScoringService, azure_tags
 from serving import settings as runtime
 
 ACI_PORT = 80
@@ -44,36 +43,24 @@ class AciServiceArgs:
     registry_id: pulumi.Input[str]
     """The registry the identity gets AcrPull on."""
     subscription_id: pulumi.Input[str]
-    settings: runtime.Settings
-    """The runtime's settings (worker count, timeout, limits); `port` is ignored: ACI listens on 80."""
+    runtime: ServiceRuntime
+    """The service's runtime: workers, limits, keys, App Insights; with TLS it serves HTTPS on 443
+    (the certificate in a secret volume) instead of HTTP on 80."""
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
-    auth_enabled: bool = False
-    app_insights_connection_string: pulumi.Input[str] | None = None
-    """Wires Application Insights when given (the config's `enable_app_insights`)."""
     location: pulumi.Input[str] | None = None
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     """Azure tags on the container group and its identity."""
-    tls: Optional[TlsCertificate] = None
-    """Serve HTTPS on 443 with this certificate (a secret volume), instead of HTTP on 80."""
 
 
 def _base64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-class AciService(pulumi.ComponentResource):
+class AciService(ScoringService):
     """A container group running a scoring image, pulled with a managed identity that holds AcrPull."""
 
-    scoring_uri: pulumi.Output[str]
-    """`http://<fqdn>:80/score`."""
-    swagger_uri: pulumi.Output[str]
-    """`http://<fqdn>:80/swagger.json`."""
-    primary_key: pulumi.Output[str]
-    """The auth key (secret); empty when auth is off."""
-    secondary_key: pulumi.Output[str]
-    """The second accepted key, for rotation (secret); empty when auth is off."""
 
     def __init__(self, name: str, args: AciServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AciService", name, None, opts)
@@ -100,30 +87,13 @@ class AciService(pulumi.ComponentResource):
             opts=child,
         )
 
-        tls = args.tls
+        tls = args.runtime.tls
         port = ACI_TLS_PORT if tls else ACI_PORT
-        settings = dataclasses.replace(
-            args.settings, port=port,
-            tls_cert_file=tls.cert_file if tls else None, tls_key_file=tls.key_file if tls else None,
-        )
-        env = [containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in settings.environ().items()]
-        if args.auth_enabled:
-            self.primary_key, self.secondary_key = service_keys(name, self)
-            env.append(
-                containerinstance.EnvironmentVariableArgs(
-                    name=runtime.AUTH_KEYS,
-                    secure_value=pulumi.Output.concat(self.primary_key, ",", self.secondary_key),
-                )
-            )
-        else:
-            self.primary_key = pulumi.Output.secret("")
-            self.secondary_key = pulumi.Output.secret("")
-        if args.app_insights_connection_string is not None:
-            env.append(
-                containerinstance.EnvironmentVariableArgs(
-                    name=runtime.APP_INSIGHTS, secure_value=args.app_insights_connection_string
-                )
-            )
+        env = [containerinstance.EnvironmentVariableArgs(name=k, value=v)
+               for k, v in args.runtime.container_settings(port).environ().items()]
+        self.primary_key, self.secondary_key = args.runtime.keys(name, self)
+        env += [containerinstance.EnvironmentVariableArgs(name=k, secure_value=v)
+                for k, v in args.runtime.secret_environ(self.primary_key, self.secondary_key).items()]
 
         def probe(path: str, timings: ProbeTimings) -> containerinstance.ContainerProbeArgs:
             return containerinstance.ContainerProbeArgs(
@@ -197,7 +167,4 @@ class AciService(pulumi.ComponentResource):
             base = group.ip_address.apply(lambda ip: f"{scheme}://{ip.fqdn if ip and ip.fqdn else ''}:{port}")
         self.scoring_uri = pulumi.Output.concat(base, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat(base, runtime.SWAGGER_PATH)
-        self.register_outputs({
-            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
-        })
+        self.register_service_outputs()

@@ -3,7 +3,6 @@ Service, autoscaling or fixed replicas, keys as a Secret."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -15,15 +14,17 @@ from pulumi_azure_native import authorization, managedidentity
 from components import TOKEN_PREFIX
 from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
 from content.bundle import SCORING_UID, SERVING_PORT
-from components.keys import service_keys
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
-from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, TlsCertificate
+from components.runtime import ServiceRuntime
+from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, ScoringService
 from serving import settings as runtime
 
 WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
 DESCRIPTION_ANNOTATION = "ml-deploy/description"
 INSIGHTS_SECRET_FIELD = "app-insights"
+SECRET_FIELDS = {runtime.AUTH_KEYS: KEYS_SECRET_FIELD, runtime.APP_INSIGHTS: INSIGHTS_SECRET_FIELD}
+"""The service Secret's field for each secret variable of the runtime (ServiceRuntime.secret_environ)."""
 SCORING_GID = 10001
 """The pods' group: above 10000, clear of the host's groups (kube-score's container-security-context-user-group-id)."""
 TMP_DIR = "/tmp"
@@ -84,8 +85,9 @@ class AksServiceArgs:
     namespace: pulumi.Input[str]
     image_ref: pulumi.Input[str]
     provider: k8s.Provider
-    settings: runtime.Settings
-    """The runtime's settings (worker count, timeout, concurrency); `port` is the container port."""
+    runtime: ServiceRuntime
+    """The service's runtime: workers, timeout, concurrency, keys (given or generated), App Insights,
+    and TLS (a `kubernetes.io/tls` Secret mounted into the pods; the Service then listens on 443)."""
     cpu_cores: float = 0.1
     memory_gb: float = 0.5
     accelerator: Optional[AcceleratorRequest] = None
@@ -95,15 +97,7 @@ class AksServiceArgs:
     autoscale_max_replicas: int = 10
     autoscale_target_utilization: int = 70
     num_replicas: Optional[int] = None
-    auth_enabled: bool = True
-    primary_key: Optional[pulumi.Input[str]] = None
-    """Secret; generated when absent."""
-    secondary_key: Optional[pulumi.Input[str]] = None
-    app_insights_connection_string: Optional[pulumi.Input[str]] = None
     probes: ProbeTimings = ProbeTimings()
-    tls: Optional[TlsCertificate] = None
-    """Serve HTTPS with this certificate (a `kubernetes.io/tls` Secret mounted into the pods); the
-    Service then listens on 443."""
     description: str = ""
     """An annotation on every object of the service."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -122,17 +116,13 @@ class AksServiceArgs:
     """CIDRs allowed to reach the load balancer; empty: any address."""
 
 
-class AksService(pulumi.ComponentResource):
+class AksService(ScoringService):
     """A scoring image as a Kubernetes Deployment behind a LoadBalancer Service.
 
     A new image only rolls the Deployment (never below the ready count); the Service, the
     autoscaler and the cluster stay as they are.
     """
 
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    secondary_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: AksServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AksService", name, None, opts)
@@ -149,11 +139,8 @@ class AksService(pulumi.ComponentResource):
             if args.single_replica_reason else annotations)
         service_annotations = {**(annotations or {}), INTERNAL_LB_ANNOTATION: "true"} \
             if args.internal_load_balancer else annotations
-        tls = args.tls
-        settings = dataclasses.replace(
-            args.settings, port=SERVING_PORT,
-            tls_cert_file=tls.cert_file if tls else None, tls_key_file=tls.key_file if tls else None,
-        )
+        tls = args.runtime.tls
+        settings = args.runtime.container_settings(SERVING_PORT)
         # The root filesystem is read-only; /tmp is the one place the runtime (tempfile, a script's
         # scratch files) writes. multiprocessing's shared counters live in /dev/shm, the runtime's own tmpfs.
         volumes = [k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=TMP_SIZE_LIMIT))]
@@ -174,15 +161,9 @@ class AksService(pulumi.ComponentResource):
             )))
             mounts.append(k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True))
 
-        secret_data: dict[str, pulumi.Input[str]] = {}
-        if args.auth_enabled:
-            self.primary_key, self.secondary_key = service_keys(name, self, args.primary_key, args.secondary_key)
-            secret_data[KEYS_SECRET_FIELD] = pulumi.Output.concat(self.primary_key, ",", self.secondary_key)
-        else:
-            self.primary_key = pulumi.Output.secret("")
-            self.secondary_key = pulumi.Output.secret("")
-        if args.app_insights_connection_string is not None:
-            secret_data[INSIGHTS_SECRET_FIELD] = args.app_insights_connection_string
+        self.primary_key, self.secondary_key = args.runtime.keys(name, self)
+        secret_env = args.runtime.secret_environ(self.primary_key, self.secondary_key)
+        secret_data = {SECRET_FIELDS[var]: value for var, value in secret_env.items()}
 
         accelerator = args.accelerator
         environ = settings.environ()
@@ -198,14 +179,13 @@ class AksService(pulumi.ComponentResource):
                 string_data=pulumi.Output.secret(secret_data),
                 opts=on_cluster,
             )
-            for field, var in ((KEYS_SECRET_FIELD, runtime.AUTH_KEYS), (INSIGHTS_SECRET_FIELD, runtime.APP_INSIGHTS)):
-                if field in secret_data:
-                    env.append(k8s.core.v1.EnvVarArgs(
-                        name=var,
-                        value_from=k8s.core.v1.EnvVarSourceArgs(
-                            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret.metadata.name, key=field)
-                        ),
-                    ))
+            for var in secret_env:
+                env.append(k8s.core.v1.EnvVarArgs(
+                    name=var,
+                    value_from=k8s.core.v1.EnvVarSourceArgs(
+                        secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret.metadata.name, key=SECRET_FIELDS[var])
+                    ),
+                ))
 
         pod_labels = dict(labels)
         service_account: Optional[pulumi.Input[str]] = None
@@ -373,10 +353,7 @@ class AksService(pulumi.ComponentResource):
         host: pulumi.Input[str] = tls.cname if tls and tls.cname else address
         self.scoring_uri = pulumi.Output.concat(scheme, host, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat(scheme, host, runtime.SWAGGER_PATH)
-        self.register_outputs({
-            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
-        })
+        self.register_service_outputs()
 
     def _collection_identity(self, name: str, args: AksServiceArgs, labels: dict[str, str]) -> pulumi.Output[str]:
         """A managed identity for the pods, federated to their service account, allowed to write

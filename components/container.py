@@ -12,8 +12,9 @@ from typing import Optional
 import pulumi
 
 from components import TOKEN_PREFIX
+from components.service import ScoringService
+from components.runtime import SECRET_OUTPUTS, ServiceRuntime
 from providers.container import ScoringContainer
-from serving import settings as runtime
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,19 @@ class ContainerServiceArgs:
 
     image_ref: pulumi.Input[str]
     """The pushed image, by digest."""
+    runtime: ServiceRuntime
+    """The service's runtime: workers, timeout, auth, TLS (the PEMs copied into the container at
+    TLS_DIR before it starts, readable by the image's user only, as ACI and Kubernetes mount them)."""
     docker_host: str = ""
     """The engine that runs it (`unix:///...`); empty: `$DOCKER_HOST` or Docker's default socket."""
     port: int = 0
     """0 picks a free port at create time and keeps it across updates."""
-    workers: int = 1
-    auth_enabled: bool = False
-    scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
 
 
-class ContainerService(pulumi.ComponentResource):
+class ContainerService(ScoringService):
     """The scoring image as a container on 127.0.0.1, replaced by a new container (same port, same
     keys) when the image or its settings change."""
 
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """The auth key (secret); empty when auth is off."""
-    secondary_key: pulumi.Output[str]
-    """The second accepted key, for rotation (secret); empty when auth is off."""
     container: pulumi.Output[str]
     """The running container's name."""
 
@@ -49,15 +44,12 @@ class ContainerService(pulumi.ComponentResource):
         container = ScoringContainer(
             f"{name}-container",
             {"service": name, "image": args.image_ref, "docker_host": args.docker_host, "port": args.port,
-             "workers": args.workers, "auth_enabled": args.auth_enabled, "timeout_ms": args.scoring_timeout_ms},
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["primary_key", "secondary_key"]),
+             **args.runtime.process_inputs()},
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=SECRET_OUTPUTS),
         )
         self.scoring_uri = container.scoring_uri
         self.swagger_uri = container.swagger_uri
         self.primary_key = pulumi.Output.secret(container.primary_key)
         self.secondary_key = pulumi.Output.secret(container.secondary_key)
         self.container = container.container
-        self.register_outputs({
-            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
-        })
+        self.register_service_outputs()

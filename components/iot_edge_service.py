@@ -3,7 +3,6 @@ the deployment manifest, and the devices (or the hub deployment) that run it."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -13,7 +12,8 @@ import pulumi
 from pulumi_azure_native import containerregistry
 
 from components import TOKEN_PREFIX
-from components.keys import service_keys
+from components.service import ScoringService
+from components.runtime import ServiceRuntime
 from content import edge_manifest
 from content.bundle import SERVING_PORT
 from providers.iot_hub import DeviceContent, EdgeDevice, HubConfiguration
@@ -59,8 +59,8 @@ class IotEdgeServiceArgs:
     resource_group_name: pulumi.Input[str]
     token_name: str
     """Physical name of the scope map and the token (5-50 letters, digits, `-`, `_`)."""
-    settings: runtime.Settings
-    """The runtime's settings; `port` is ignored: images listen on SERVING_PORT."""
+    runtime: ServiceRuntime
+    """The service's runtime (workers, timeout, keys, App Insights); images listen on SERVING_PORT."""
     host_port: int
     """The device port bound to the module."""
     env: dict[str, str] = field(default_factory=dict)
@@ -74,8 +74,6 @@ class IotEdgeServiceArgs:
     priority: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     """Labels of the hub deployment."""
-    auth_enabled: bool = False
-    app_insights_connection_string: pulumi.Input[str] | None = None
     registry_password_days: Optional[int] = None
     """Lifetime of the token's password; replaced on an `up` within 30 days of its expiry."""
     arm_endpoint: str = ARM_ENDPOINT
@@ -85,7 +83,7 @@ class IotEdgeServiceArgs:
 
 def scoring_module(
     name: str,
-    settings: runtime.Settings,
+    service_runtime: ServiceRuntime,
     host_port: int,
     env: dict[str, str],
     restart_policy: str = "always",
@@ -95,7 +93,7 @@ def scoring_module(
 ) -> edge_manifest.Module:
     """A service's scoring module as the manifest builder takes it: the runtime's settings (on the
     image's port) and the user's env in the create options, secrets in the module's env."""
-    settings = dataclasses.replace(settings, port=SERVING_PORT)
+    settings = service_runtime.container_settings(SERVING_PORT)
     return edge_manifest.Module(
         name=name,
         image=image,
@@ -108,7 +106,7 @@ def scoring_module(
     )
 
 
-class IotEdgeService(pulumi.ComponentResource):
+class IotEdgeService(ScoringService):
     """A scoring module deployed to IoT Edge devices through an IoT hub.
 
     The device pulls the image with a registry token that can read that one repository and nothing
@@ -116,12 +114,6 @@ class IotEdgeService(pulumi.ComponentResource):
     deployment: device identities, their keys and the token stay.
     """
 
-    scoring_uri: pulumi.Output[str]
-    """`http://localhost:<port>/score`, as called on the device (or at the device's address)."""
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """Secret; empty when auth is off."""
-    secondary_key: pulumi.Output[str]
     manifest: pulumi.Output[str]
     """The deployment manifest as JSON (secret: it holds the token's password)."""
     device_connection_strings: dict[str, pulumi.Output[str]]
@@ -163,23 +155,19 @@ class IotEdgeService(pulumi.ComponentResource):
             opts=child,
         )
 
-        if args.auth_enabled:
-            self.primary_key, self.secondary_key = service_keys(name, self)
-        else:
-            self.primary_key = pulumi.Output.secret("")
-            self.secondary_key = pulumi.Output.secret("")
+        self.primary_key, self.secondary_key = args.runtime.keys(name, self)
 
         def build(values: list[Any], redact: bool = False) -> str:
             image, server, registry, username, secret, primary, secondary, insights = values
             if redact:
                 secret, primary, secondary, insights = (REDACTED if v else v for v in (secret, primary, secondary, insights))
             secret_env: dict[str, str] = {}
-            if args.auth_enabled:
+            if args.runtime.auth_enabled:
                 secret_env[runtime.AUTH_KEYS] = f"{primary},{secondary}"
             if insights:
                 secret_env[runtime.APP_INSIGHTS] = insights
             manifest = edge_manifest.deployment(
-                [scoring_module(args.module_name, args.settings, args.host_port, args.env, args.restart_policy,
+                [scoring_module(args.module_name, args.runtime, args.host_port, args.env, args.restart_policy,
                                 args.config_path, image, secret_env)],
                 {registry: edge_manifest.RegistryCredential(server, username, secret)},
                 args.routes,
@@ -190,7 +178,7 @@ class IotEdgeService(pulumi.ComponentResource):
 
         values = pulumi.Output.all(
             args.image_ref, args.registry_login_server, args.registry_name, password.username, password.password,
-            self.primary_key, self.secondary_key, args.app_insights_connection_string,
+            self.primary_key, self.secondary_key, args.runtime.app_insights,
         )
         self.manifest = pulumi.Output.secret(values.apply(build))
         # The same manifest with every secret value replaced (the token's password, the keys, the App
@@ -231,8 +219,4 @@ class IotEdgeService(pulumi.ComponentResource):
         base = f"http://localhost:{args.host_port}"
         self.scoring_uri = pulumi.Output.from_input(base + runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.from_input(base + runtime.SWAGGER_PATH)
-        self.register_outputs({
-            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
-            "devices": self.device_connection_strings,
-        })
+        self.register_service_outputs(devices=self.device_connection_strings)

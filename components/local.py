@@ -14,6 +14,8 @@ from typing import Optional
 import pulumi
 
 from components import TOKEN_PREFIX
+from components.service import ScoringService
+from components.runtime import SECRET_OUTPUTS, ServiceRuntime
 from content.bundle import TAG_LEN, EnvironmentFile, content_digest, model_dir, scoring_bundle
 from content.model import BundledModel
 from providers.local import (
@@ -26,7 +28,6 @@ from providers.local import (
     ServiceProvider,
     log_path,
 )
-from serving import settings as runtime
 
 # State written before the providers moved to `providers/local.py` names them by these old paths
 # (dynamic providers are pickled by module and class name); the aliases keep that state loadable.
@@ -232,25 +233,16 @@ class LocalServiceArgs:
     """The python of the image's environment (a LocalEnvironment's)."""
     model_dir: str
     log_dir: str
+    runtime: ServiceRuntime
+    """The service's runtime: workers, timeout, auth, TLS (the PEMs written to the workspace's `tls/`
+    for the process, readable by this user only)."""
     port: int = 0
     """0 picks a free port at create time and keeps it across updates."""
-    workers: int = 1
-    auth_enabled: bool = False
-    scoring_timeout_ms: int = runtime.DEFAULT_TIMEOUT_MS
-    tls_cert_file: Optional[str] = None
-    """With tls_key_file: serve HTTPS with these PEM files (read by the runtime where they are)."""
-    tls_key_file: Optional[str] = None
 
 
-class LocalService(pulumi.ComponentResource):
+class LocalService(ScoringService):
     """The scoring runtime serving an image bundle on 127.0.0.1, restarted when the bundle or settings change."""
 
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """The auth key (secret); empty when auth is off."""
-    secondary_key: pulumi.Output[str]
-    """The second accepted key, for rotation (secret); empty when auth is off."""
     log_path: str
     """The runtime's log file."""
 
@@ -260,19 +252,12 @@ class LocalService(pulumi.ComponentResource):
             f"{name}-process",
             {"service": name, "bundle": args.bundle_path, "python": args.python, "model_dir": args.model_dir,
              "log_dir": args.log_dir,
-             "port": args.port, "workers": args.workers, "auth_enabled": args.auth_enabled,
-             # Only with TLS, so the inputs of a plain-HTTP service are what they always were.
-             **({"tls_cert_file": args.tls_cert_file, "tls_key_file": args.tls_key_file}
-                if args.tls_cert_file and args.tls_key_file else {}),
-             "timeout_ms": args.scoring_timeout_ms},
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["primary_key", "secondary_key"]),
+             "port": args.port, **args.runtime.process_inputs()},
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=SECRET_OUTPUTS),
         )
         self.scoring_uri = process.scoring_uri
         self.swagger_uri = process.swagger_uri
         self.primary_key = pulumi.Output.secret(process.primary_key)
         self.secondary_key = pulumi.Output.secret(process.secondary_key)
         self.log_path = str(log_path(args.log_dir, name))
-        self.register_outputs({
-            "scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
-            "primary_key": self.primary_key, "secondary_key": self.secondary_key,
-        })
+        self.register_service_outputs()

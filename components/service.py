@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 
@@ -69,3 +69,22 @@ class TlsCertificate:
     @property
     def key_file(self) -> str:
         return f"{TLS_DIR}/{TLS_KEY_NAME}"
+
+
+class ScoringService(pulumi.ComponentResource):
+    """A deployed web service, on whatever target: the outputs its component exposes (the service
+    contract every target keeps; infra/program.py makes them the stack's `services.<name>`)."""
+
+    scoring_uri: pulumi.Output[str]
+    """Where the service scores (`.../score`)."""
+    swagger_uri: pulumi.Output[str]
+    """Its OpenAPI document (`.../swagger.json`)."""
+    primary_key: pulumi.Output[str]
+    """The auth key (secret); empty when auth is off."""
+    secondary_key: pulumi.Output[str]
+    """The second accepted key, for rotation (secret); empty when auth is off."""
+
+    def register_service_outputs(self, **more: pulumi.Input[Any]) -> None:
+        """`register_outputs` with the contract's four and `more`: a component's last call."""
+        self.register_outputs({"scoring_uri": self.scoring_uri, "swagger_uri": self.swagger_uri,
+                               "primary_key": self.primary_key, "secondary_key": self.secondary_key, **more})

@@ -7,11 +7,13 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 
-from infra.schema import StackConfig
+from components.runtime import ServiceRuntime
+from components.service import ScoringService
+from infra.schema import ServiceBase, StackConfig, TlsSettings
 
 if typing.TYPE_CHECKING:
     from components.image import ScoringImage
@@ -19,22 +21,12 @@ if typing.TYPE_CHECKING:
     from components.workspace import Workspace
 
 
-class DeployedService(Protocol):
-    """The service contract: what every deployed service exposes, whatever its target."""
-
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """Secret; empty when auth is off."""
-    secondary_key: pulumi.Output[str]
-    """Secret; empty when auth is off."""
-
-
 @dataclass(frozen=True)
 class Deployed:
     """One deployed service: the component, and where `ml-deploy logs` reads its log."""
 
-    service: DeployedService
+    service: ScoringService
+    """Its component, whose outputs are the service contract (components/service.py)."""
     logs: Mapping[str, Any]
     """`{"kind": ..., ...}`, a kind one of the targets' log readers reads (`Target.logs`): plain values
     or Outputs, never secrets."""
@@ -97,10 +89,29 @@ class DeployContext:
         workspace = self.azure()
         return PullRegistry(workspace.registry_id, workspace.registry_login_server, workspace.subscription_id)
 
+    def runtime(self, svc: ServiceBase, workers: int, **given: Any) -> ServiceRuntime:
+        """The service's runtime (`service_runtime`), with the workspace's Application Insights when
+        the service asks for it (config validation refuses that without an Azure workspace)."""
+        insights = self.azure().app_insights_connection_string if svc.enable_app_insights else None
+        return service_runtime(svc, workers, app_insights=insights, **given)
+
     def local(self) -> Path:
         if self.local_root is None:
             raise RuntimeError("this target needs a local workspace (config validation should have said so)")
         return self.local_root
+
+
+def service_runtime(svc: ServiceBase, workers: int, *, max_concurrent_requests: int = 0,
+                    primary_key: Optional[pulumi.Input[str]] = None, secondary_key: Optional[pulumi.Input[str]] = None,
+                    app_insights: Optional[pulumi.Input[str]] = None) -> ServiceRuntime:
+    """A service's runtime, built once from its config: what every target hands its component.
+    `workers` is the target's to decide (cores on a container, a setting of a local process)."""
+    return ServiceRuntime(
+        service_name=svc.name, workers=workers, timeout_ms=svc.scoring_timeout_ms,
+        max_concurrent_requests=max_concurrent_requests, auth_enabled=svc.auth_enabled,
+        primary_key=primary_key, secondary_key=secondary_key,
+        tls=svc.tls_certificate() if isinstance(svc, TlsSettings) else None, app_insights=app_insights,
+    )
 
 
 @dataclass(frozen=True)

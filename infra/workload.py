@@ -14,7 +14,8 @@ from pydantic import Field
 
 from components.aks_service import INTERNAL_LB_ANNOTATION, AcceleratorRequest, AksServiceArgs
 from components.service import ProbeTimings
-from infra.deploy import LogOptions, LogsUnavailable
+from components.runtime import ServiceRuntime
+from infra.deploy import DeployContext, LogOptions, LogsUnavailable
 from infra.schema import ServiceBase, TlsSettings
 from policy.endpoints import HTTPS_PORT, EndpointReader, Exposure, env_names
 from serving import settings as runtime
@@ -125,22 +126,25 @@ def workload_problems(path: str, svc: KubernetesWorkload, production: bool = Fal
     return problems
 
 
+def workload_runtime(ctx: DeployContext, svc: KubernetesWorkload) -> ServiceRuntime:
+    """A workload's runtime: a worker per whole core, the SDK's per-replica concurrency, the config's keys."""
+    return ctx.runtime(
+        svc, runtime.workers_for_cores(svc.cpu_cores), max_concurrent_requests=svc.replica_max_concurrent_requests,
+        primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
+        secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
+    )
+
+
 def workload_args(
-    svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
-    provider: Any, accelerator: Optional[AcceleratorRequest],
-    app_insights_connection_string: Optional[pulumi.Input[str]], production: bool, **extra: Any,
+    ctx: DeployContext, svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
+    provider: Any, accelerator: Optional[AcceleratorRequest], production: bool, **extra: Any,
 ) -> AksServiceArgs:
     """The AksService inputs of a workload; `extra` holds what only one target sets."""
     return AksServiceArgs(
         namespace=namespace,
         image_ref=image_ref,
         provider=provider,
-        settings=runtime.Settings(
-            workers=runtime.workers_for_cores(svc.cpu_cores),
-            timeout_ms=svc.scoring_timeout_ms,
-            max_concurrent_requests=svc.replica_max_concurrent_requests,
-            service_name=svc.name,
-        ),
+        runtime=workload_runtime(ctx, svc),
         cpu_cores=svc.cpu_cores,
         memory_gb=svc.memory_gb,
         accelerator=accelerator,
@@ -149,14 +153,9 @@ def workload_args(
         autoscale_max_replicas=svc.autoscale_max_replicas,
         autoscale_target_utilization=svc.autoscale_target_utilization,
         num_replicas=svc.num_replicas,
-        auth_enabled=svc.auth_enabled,
-        primary_key=pulumi.Output.secret(svc.primary_key) if svc.primary_key else None,
-        secondary_key=pulumi.Output.secret(svc.secondary_key) if svc.secondary_key else None,
-        app_insights_connection_string=app_insights_connection_string,
         probes=svc.probes,
         description=svc.description,
         tags=svc.tags,
-        tls=svc.tls_certificate(),
         single_replica_reason=svc.single_replica_reason,
         internal_load_balancer=svc.internal_load_balancer,
         load_balancer_source_ranges=list(svc.load_balancer_source_ranges),

@@ -18,13 +18,10 @@ import select
 import shutil
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Optional
@@ -56,10 +53,11 @@ from content.bundle import (
     manifest,
     write_bundle,
 )
+from providers import serving_process as process
+from providers.serving_process import free_port, port_free
 from serving import settings as runtime
 
 READY_TIMEOUT_S = 120
-_UNVERIFIED = ssl._create_unverified_context()
 STOP_TIMEOUT_S = 30
 PIP_TIMEOUT_S = 1800
 
@@ -389,12 +387,6 @@ def pip_failure(source: str, output: str) -> str:
 
 # ---- services -----------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def process_alive(pid: int) -> bool:
     """Whether `pid` is a running process (a zombie, dead but not yet reaped, is not)."""
     try:
@@ -409,11 +401,6 @@ def process_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def process_started(pid: int) -> Optional[int]:
@@ -510,15 +497,8 @@ def _poll_ready(proc: subprocess.Popen, settings: runtime.Settings, deadline: fl
     while proc.poll() is None:
         if time.monotonic() > deadline:
             raise TimeoutError
-        try:
-            # Our own child on loopback: its certificate names the service's public name, not 127.0.0.1.
-            with urllib.request.urlopen(
-                    f"{settings.scheme}://127.0.0.1:{settings.port}{runtime.READINESS_PATH}", timeout=1,
-                    context=_UNVERIFIED if settings.scheme == "https" else None) as r:
-                if r.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        if process.answers_ready(settings.scheme, settings.port):
+            return True
         time.sleep(0.1)
     return False
 
@@ -570,16 +550,9 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...], share_port: 
     bundle = Path(props["bundle"])
     log = log_path(props["log_dir"], props["service"])
     log.parent.mkdir(parents=True, exist_ok=True)
-    settings = runtime.Settings(
-        entry_script=str(bundle / APP_DIR / SCRIPT_NAME),
-        model_dir=str(bundle / APP_DIR / props["model_dir"]),
-        port=port,
-        workers=int(props["workers"]),
-        timeout_ms=int(props["timeout_ms"]),
-        auth_keys=tuple(k for k in keys if k),
-        tls_cert_file=props.get("tls_cert_file"),
-        tls_key_file=props.get("tls_key_file"),
-        service_name=props["service"],
+    settings = process.settings(
+        props, port, keys, process.write_tls(tls_dir(props), props),
+        entry_script=str(bundle / APP_DIR / SCRIPT_NAME), model_dir=str(bundle / APP_DIR / props["model_dir"]),
         reuse_port=share_port,
     )
     env = {**os.environ, **settings.environ(), "PYTHONPATH": str(bundle)}
@@ -647,19 +620,14 @@ def _stop(pid: int, port: Optional[int] = None) -> None:
 
 def _outputs(props: dict[str, Any], pid: int, started: Optional[int], port: int, keys: tuple[str, str],
              port_shared: bool) -> dict[str, Any]:
-    base = f"{'https' if props.get('tls_cert_file') else 'http'}://127.0.0.1:{port}"
     # `port` stays what was asked for (0: any), so a diff against the config never sees a change.
     return {**props, "pid": pid, "started": started, "bound_port": port, "port_shared": port_shared,
-            "primary_key": keys[0], "secondary_key": keys[1],
-            "scoring_uri": base + runtime.SCORE_PATH, "swagger_uri": base + runtime.SWAGGER_PATH}
+            "primary_key": keys[0], "secondary_key": keys[1], **process.uris(props, port)}
 
 
-def _keys(auth_enabled: bool, olds: Optional[dict[str, Any]] = None) -> tuple[str, str]:
-    """(primary, secondary): kept across restarts so clients keep working; made when auth turns on."""
-    if not auth_enabled:
-        return "", ""
-    olds = olds or {}
-    return (olds.get("primary_key") or secrets.token_urlsafe(32), olds.get("secondary_key") or secrets.token_urlsafe(32))
+def tls_dir(props: dict[str, Any]) -> Path:
+    """Where a service's certificate and key are written for its process (the workspace's `tls/`)."""
+    return Path(props["log_dir"]).parent / "tls" / props["service"]
 
 
 def _check_port(service: str, port: int) -> None:
@@ -686,13 +654,14 @@ class ServiceProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         port = int(props["port"]) or free_port()
         _check_port(props["service"], port)
-        keys = _keys(bool(props["auth_enabled"]))
+        keys = process.keys(bool(props["auth_enabled"]))
         shared = runtime_shares_ports(Path(props["bundle"]))
         pid, started = _start(props, port, keys, shared)
         return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, started, port, keys, shared))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("bundle", "python", "model_dir", "workers", "timeout_ms", "auth_enabled", "port", "service", "log_dir",
+        # tls_cert_file and tls_key_file: the PEM paths an earlier ml-deploy passed, now the PEMs themselves.
+        keys = ("bundle", "python", "model_dir", "port", "service", "log_dir", *process.RUNTIME_INPUTS,
                 "tls_cert_file", "tls_key_file")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         # The process the state records is gone: an update starts it again, so that a plain preview
@@ -705,7 +674,7 @@ class ServiceProvider(ResourceProvider):
         service = news["service"]
         old_pid, old_port = int(olds.get("pid") or 0), int(olds.get("bound_port") or 0)
         port = int(news["port"]) or old_port or free_port()
-        keys = _keys(bool(news["auth_enabled"]), olds)
+        keys = process.keys(bool(news["auth_enabled"]), olds)
         shared = runtime_shares_ports(Path(news["bundle"]))
         running = service_running(olds)
         if running and port == old_port and not (shared and olds.get("port_shared")):
@@ -736,6 +705,7 @@ class ServiceProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if service_running(props):
             _stop(int(props["pid"]), int(props["bound_port"]))
+        shutil.rmtree(tls_dir(props), ignore_errors=True)
 
 
 class ServiceProcess(Resource):

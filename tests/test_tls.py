@@ -98,7 +98,7 @@ def test_a_local_service_serves_https_with_the_certificate(tmp_path, pem, model_
     # The project's own python has what the sklearn template needs.
     props = {"service": "tls-local", "bundle": str(bundle), "python": sys.executable, "model_dir": str(model_dir(models)),
              "log_dir": str(tmp_path / "logs"), "port": 0, "workers": 1, "auth_enabled": False,
-             "timeout_ms": 60000, "tls_cert_file": str(pem[0]), "tls_key_file": str(pem[1])}
+             "timeout_ms": 60000, "tls_cert_pem": pem[0].read_text(), "tls_key_pem": pem[1].read_text()}
     provider = ServiceProvider()
     created = provider.create(props)
     outs = created.outs or {}
@@ -109,6 +109,42 @@ def test_a_local_service_serves_https_with_the_certificate(tmp_path, pem, model_
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, context=context, timeout=30) as response:
             assert len(json.loads(response.read())) == 2
+        # The key the process reads is written for this user only, in the workspace's tls/ folder.
+        key = tmp_path / "tls" / "tls-local" / "key.pem"
+        assert key.read_text() == pem[1].read_text() and key.stat().st_mode & 0o777 == 0o600
     finally:
         provider.delete(created.id, outs)
     assert not process_alive(int(outs["pid"]))
+    assert not (tmp_path / "tls" / "tls-local").exists()
+
+
+def test_every_process_target_takes_the_certificate_as_secret_inputs(config, run, pem):
+    """The local and container targets get TLS from the service's runtime as ACI and AKS do: the
+    PEMs, secret, as their providers' inputs (not a path the provider reads behind the plan's back)."""
+    from tests.test_container import DYNAMIC, container_config
+
+    rec = run(container_config(config, **_tls(*pem)))
+    container = rec.by_name(DYNAMIC, "diabetes-container-container")
+    assert container.inputs["tls_key_pem"] == pem[1].read_text()
+    assert {"tls_cert_pem", "tls_key_pem"} <= container.secret_paths
+
+
+def test_the_container_gets_its_certificate_owned_by_the_images_user_and_readable_by_it_only(pem):
+    import io
+    import tarfile
+
+    from components.service import TLS_DIR
+    from content.bundle import SCORING_UID
+    from providers.serving_process import tls_archive
+
+    props = {"tls_cert_pem": pem[0].read_text(), "tls_key_pem": pem[1].read_text()}
+    archive = tls_archive(props, TLS_DIR, SCORING_UID)
+    assert archive is not None and tls_archive({}, TLS_DIR, SCORING_UID) is None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        folder = TLS_DIR.lstrip("/")
+        assert set(members) == {folder, f"{folder}/cert.pem", f"{folder}/key.pem"}
+        assert all(m.uid == SCORING_UID and m.gid == SCORING_UID for m in members.values())
+        assert members[f"{folder}/key.pem"].mode == 0o400
+        key = tar.extractfile(f"{folder}/key.pem")
+        assert key is not None and key.read().decode() == pem[1].read_text()

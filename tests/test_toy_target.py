@@ -14,6 +14,7 @@ from pydantic import Field
 
 import infra.targets as targets_pkg
 from cli import diff, logs, replacements
+from components.service import ScoringService
 from infra.deploy import DeployContext, Deployed, LogOptions
 from infra.schema import ServiceBase
 from infra.targets import ReplaceRules, Target
@@ -33,13 +34,8 @@ class ToyServiceConfig(ServiceBase):
     region: str = Field(default="north", min_length=1)
 
 
-class ToyService(pulumi.ComponentResource):
+class ToyService(ScoringService):
     """The toy cloud's endpoint for one service: its component."""
-
-    scoring_uri: pulumi.Output[str]
-    swagger_uri: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    secondary_key: pulumi.Output[str]
 
     def __init__(self, name: str, svc: ToyServiceConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("ml-deploy:index:ToyService", name, None, opts)
@@ -50,7 +46,7 @@ class ToyService(pulumi.ComponentResource):
         key = "k" * 32 if svc.auth_enabled else ""
         self.primary_key = pulumi.Output.secret(key)
         self.secondary_key = pulumi.Output.secret(key)
-        self.register_outputs({"scoring_uri": self.scoring_uri})
+        self.register_service_outputs()
 
 
 def deploy(ctx: DeployContext, svc: ToyServiceConfig) -> Deployed:

@@ -45,20 +45,12 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
             registry_login_server=registry.login_server,
             registry_id=registry.id,
             subscription_id=registry.subscription_id,
-            settings=runtime.Settings(
-                workers=runtime.workers_for_cores(svc.cpu_cores), timeout_ms=svc.scoring_timeout_ms,
-                service_name=svc.name,
-            ),
+            runtime=ctx.runtime(svc, runtime.workers_for_cores(svc.cpu_cores)),
             cpu_cores=svc.cpu_cores,
             memory_gb=svc.memory_gb,
-            auth_enabled=svc.auth_enabled,
-            app_insights_connection_string=(
-                workspace.app_insights_connection_string if svc.enable_app_insights else None
-            ),
             location=svc.location,
             description=svc.description,
             tags=svc.tags,
-            tls=svc.tls_certificate(),
         ),
     )
     logs = {"kind": "aci", "subscription_id": workspace.subscription_id,

@@ -307,14 +307,11 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
     aks = AksService(
         svc.name,
         workload_args(
-            svc,
+            ctx, svc,
             namespace=namespace.metadata.name,
             image_ref=ctx.images[svc.image].image_ref,
             provider=cluster.provider,
             accelerator=accelerator,
-            app_insights_connection_string=(
-                workspace.app_insights_connection_string if svc.enable_app_insights else None
-            ),
             production=ctx.cfg.workspace.protect,
             collection=ModelDataCollection(
                 resource_group_name=workspace.resource_group_name,

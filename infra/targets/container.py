@@ -13,11 +13,11 @@ from pydantic import Field
 
 from components.container import ContainerService, ContainerServiceArgs
 from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable
-from infra.schema import ServiceBase, StackConfig
+from infra.schema import ServiceBase, StackConfig, TlsSettings
 from infra.targets import Target, pushed_image_problem, register
 
 
-class ContainerServiceConfig(ServiceBase):
+class ContainerServiceConfig(ServiceBase, TlsSettings):
     """A service as a container on this machine (`target: container`)."""
 
     target: Literal["container"]
@@ -52,9 +52,7 @@ def deploy(ctx: DeployContext, svc: ContainerServiceConfig) -> Deployed:
             image_ref=ctx.container_images[svc.image].image_ref,
             docker_host=docker_host,
             port=svc.port,
-            workers=svc.workers,
-            auth_enabled=svc.auth_enabled,
-            scoring_timeout_ms=svc.scoring_timeout_ms,
+            runtime=ctx.runtime(svc, svc.workers),
         ),
     )
     return Deployed(service, {"kind": "docker", "docker_host": docker_host, "container": service.container})

@@ -11,7 +11,7 @@ from components.iot_edge_service import IotEdgeService, IotEdgeServiceArgs, scor
 from components.iot_hub import IotHub, IotHubArgs
 from components.naming import Kind, azure_name
 from content import edge_manifest
-from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource
+from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource, service_runtime
 from infra.schema import ServiceBase, StackConfig, Strict
 from infra.targets import ReplaceRules, SpecRead, Target, register
 from policy.endpoints import LOOPBACK, Exposure
@@ -138,7 +138,7 @@ def _service_problems(cfg: StackConfig) -> list[str]:
                 problems.append(f"{path}.routes.{name}: empty route")
         try:
             # The create options hold only config values, so their size is known now.
-            module = scoring_module(svc.name, _settings(svc), svc.port, svc.env)
+            module = scoring_module(svc.name, service_runtime(svc, svc.workers), svc.port, svc.env)
             edge_manifest.chunked(edge_manifest.create_options(module), f"{path}.env")
         except edge_manifest.ManifestError as err:
             problems.append(str(err))
@@ -154,8 +154,6 @@ def check(cfg: StackConfig) -> list[str]:
     return _hub_problems(cfg) + _service_problems(cfg)
 
 
-def _settings(svc: IotEdgeServiceConfig) -> runtime.Settings:
-    return runtime.Settings(workers=svc.workers, timeout_ms=svc.scoring_timeout_ms, service_name=svc.name)
 
 
 def setup(ctx: DeployContext) -> dict[str, IotHub]:
@@ -194,7 +192,7 @@ def deploy(ctx: DeployContext, svc: IotEdgeServiceConfig) -> Deployed:
             registry_login_server=workspace.registry_login_server,
             resource_group_name=workspace.resource_group_name,
             token_name=azure_name(Kind.REGISTRY_TOKEN, ctx.cfg.workspace.name, ctx.stack, svc.name),
-            settings=_settings(svc),
+            runtime=ctx.runtime(svc, svc.workers),
             host_port=svc.port,
             env=svc.env,
             routes=svc.routes,
@@ -204,10 +202,6 @@ def deploy(ctx: DeployContext, svc: IotEdgeServiceConfig) -> Deployed:
             target_condition=svc.target_condition,
             priority=svc.priority or 0,
             labels=svc.tags,
-            auth_enabled=svc.auth_enabled,
-            app_insights_connection_string=(
-                workspace.app_insights_connection_string if svc.enable_app_insights else None
-            ),
             registry_password_days=svc.registry_password_days,
             config_path=path,
         ),

@@ -153,7 +153,6 @@ def setup(ctx: DeployContext) -> dict[str, KubernetesCluster]:
 def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
     cluster: KubernetesCluster = ctx.shared["kubernetes"][svc.cluster]
     namespace = cluster.namespace(svc.namespace)
-    workspace = ctx.workspace
     ask = svc.accelerator_ask
     # As on an attached AKS cluster: the GPU limit alone places the pods on the nodes whose device
     # plugin advertises it; the cluster's taints and labels are its owner's.
@@ -162,14 +161,11 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
     service = AksService(
         svc.name,
         workload_args(
-            svc,
+            ctx, svc,
             namespace=namespace.name,
             image_ref=ctx.container_images[svc.image].image_ref,
             provider=cluster.provider,
             accelerator=accelerator,
-            app_insights_connection_string=(
-                workspace.app_insights_connection_string if svc.enable_app_insights and workspace else None
-            ),
             production=ctx.cfg.workspace.protect,
             image_pull_secrets=list(namespace.image_pull_secrets),
             annotations=cluster.annotations,

@@ -66,6 +66,9 @@ def _used_images(cfg: StackConfig) -> dict[str, int]:
 
 def check(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
+    for i, svc in cfg.services_of(LocalServiceConfig):
+        if svc.enable_app_insights:
+            problems.append(f"services[{i}].enable_app_insights: needs an Azure workspace (its Application Insights)")
     for name, i in _used_images(cfg).items():
         image = cfg.images[i]
         if not isinstance(image, ImageConfig):
@@ -108,11 +111,7 @@ def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
             model_dir=image.model_dir,
             log_dir=str(ctx.local() / "logs"),
             port=svc.port,
-            workers=svc.workers,
-            auth_enabled=svc.auth_enabled,
-            scoring_timeout_ms=svc.scoring_timeout_ms,
-            tls_cert_file=str(svc.ssl_cert_pem_file) if svc.ssl_enabled and svc.ssl_cert_pem_file else None,
-            tls_key_file=str(svc.ssl_key_pem_file) if svc.ssl_enabled and svc.ssl_key_pem_file else None,
+            runtime=ctx.runtime(svc, svc.workers),
         ),
     )
     return Deployed(service, {"kind": "file", "path": service.log_path})
