@@ -705,7 +705,8 @@ class ServiceProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if service_running(props):
             _stop(int(props["pid"]), int(props["bound_port"]))
-        shutil.rmtree(tls_dir(props), ignore_errors=True)
+        if process.has_tls(props):
+            shutil.rmtree(tls_dir(props), ignore_errors=True)
 
 
 class ServiceProcess(Resource):
