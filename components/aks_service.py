@@ -23,6 +23,11 @@ WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
 DESCRIPTION_ANNOTATION = "ml-deploy/description"
 INSIGHTS_SECRET_FIELD = "app-insights"
+STARTUP_PERIOD_S = 2
+"""How often a starting pod's readiness is polled (kubelet's probe worker: one request per period)."""
+PRE_STOP_SLEEP_S = 5
+"""How long a terminating pod keeps serving before SIGTERM, while its endpoint is removed from the
+Services' EndpointSlices and from kube-proxy's or the load balancer's rules on every node."""
 SECRET_FIELDS = {runtime.AUTH_KEYS: KEYS_SECRET_FIELD, runtime.APP_INSIGHTS: INSIGHTS_SECRET_FIELD}
 """The service Secret's field for each secret variable of the runtime (ServiceRuntime.secret_environ)."""
 SCORING_GID = 10001
@@ -110,6 +115,9 @@ class AksServiceArgs:
     """More annotations on every object (a cluster's await settings)."""
     single_replica_reason: Optional[str] = None
     """Why one replica is enough (annotated on the Deployment and autoscaler for the policy pack)."""
+    service_type: str = "LoadBalancer"
+    """The Service's type: `LoadBalancer` (scoring URI at its ingress), or `ClusterIP`/`NodePort`
+    (scoring URI at the Service's cluster DNS name, for clients in the cluster)."""
     internal_load_balancer: bool = False
     """A private IP in the cluster's VNet instead of a public one (Azure's cloud provider)."""
     load_balancer_source_ranges: list[str] = field(default_factory=list)
@@ -199,16 +207,28 @@ class AksService(ScoringService):
                 k8s.core.v1.EnvVarArgs(name=runtime.COLLECT_PREFIX, value=name),
             ]
 
+        timings = args.probes
+        http_get = k8s.core.v1.HTTPGetActionArgs(path=runtime.READINESS_PATH, port=SERVING_PORT,
+                                                 scheme="HTTPS" if tls else "HTTP")
+
         def probe(path: str) -> k8s.core.v1.ProbeArgs:
-            timings = args.probes
+            # No initial delay: the startup probe below holds both off until init() is done
+            # (kubernetes.io/docs/concepts/configuration/liveness-readiness-startup-probes).
             return k8s.core.v1.ProbeArgs(
                 http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT, scheme="HTTPS" if tls else "HTTP"),
-                initial_delay_seconds=timings.initial_delay_seconds,
                 period_seconds=timings.period_seconds,
                 timeout_seconds=timings.timeout_seconds,
                 success_threshold=timings.success_threshold,
                 failure_threshold=timings.failure_threshold,
             )
+
+        # Azure ML's initial_delay_seconds means "init() may take this long", not "serve no earlier":
+        # a startup probe (KEP-950, stable) polls readiness every STARTUP_PERIOD_S for at least that
+        # long, so a pod ready in 5 s serves in about 5 s and a slow init() is still not restarted.
+        startup = k8s.core.v1.ProbeArgs(
+            http_get=http_get, period_seconds=STARTUP_PERIOD_S, timeout_seconds=timings.timeout_seconds,
+            failure_threshold=timings.startup_failure_threshold(STARTUP_PERIOD_S),
+        )
 
         memory = f"{math.ceil(args.memory_gb * 1024)}Mi"
         requests = {"cpu": f"{math.ceil(args.cpu_cores * 1000)}m", "memory": memory,
@@ -243,6 +263,8 @@ class AksService(ScoringService):
                         # The pods never call the Kubernetes API; workload identity mounts its own
                         # projected token (azure.workload.identity/use), not this one.
                         automount_service_account_token=False,
+                        # The preStop sleep, the runtime's drain, and a margin before SIGKILL.
+                        termination_grace_period_seconds=PRE_STOP_SLEEP_S + settings.shutdown_grace_s + 5,
                         # Pod Security Standards "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards/):
                         # non-root, seccomp RuntimeDefault; the container drops every capability below.
                         security_context=k8s.core.v1.PodSecurityContextArgs(
@@ -264,8 +286,16 @@ class AksService(ScoringService):
                                 env=env,
                                 volume_mounts=mounts,
                                 resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits),
+                                startup_probe=startup,
                                 liveness_probe=probe(runtime.LIVENESS_PATH),
                                 readiness_probe=probe(runtime.READINESS_PATH),
+                                # Still serving while the endpoint is taken out of every Service and
+                                # load balancer, then SIGTERM, on which the runtime drains what it has
+                                # (kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination;
+                                # the sleep action is KEP-3960, stable since 1.34, beta and on since 1.30).
+                                lifecycle=k8s.core.v1.LifecycleArgs(
+                                    pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                                        sleep=k8s.core.v1.SleepActionArgs(seconds=PRE_STOP_SLEEP_S))),
                                 security_context=k8s.core.v1.SecurityContextArgs(
                                     allow_privilege_escalation=False,
                                     read_only_root_filesystem=True,
@@ -286,7 +316,7 @@ class AksService(ScoringService):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
                                                 annotations=service_annotations),
             spec=k8s.core.v1.ServiceSpecArgs(
-                type="LoadBalancer",
+                type=args.service_type,
                 selector=selector,
                 load_balancer_source_ranges=list(args.load_balancer_source_ranges) or None,
                 ports=[k8s.core.v1.ServicePortArgs(name="https", port=443, target_port=SERVING_PORT) if tls
@@ -345,10 +375,13 @@ class AksService(ScoringService):
             opts=on_cluster,
         )
 
-        address = service.status.apply(
-            lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname or "")
-            if s and s.load_balancer and s.load_balancer.ingress else ""
-        )
+        if args.service_type == "LoadBalancer":
+            address: pulumi.Input[str] = service.status.apply(
+                lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname or "")
+                if s and s.load_balancer and s.load_balancer.ingress else ""
+            )
+        else:
+            address = pulumi.Output.concat(service.metadata.name, ".", service.metadata.namespace, ".svc.cluster.local")
         scheme = "https://" if tls else "http://"
         host: pulumi.Input[str] = tls.cname if tls and tls.cname else address
         self.scoring_uri = pulumi.Output.concat(scheme, host, runtime.SCORE_PATH)

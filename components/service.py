@@ -42,6 +42,13 @@ class ProbeTimings:
     success_threshold: int = 1
     failure_threshold: int = 3
 
+    def startup_failure_threshold(self, startup_period_seconds: int) -> int:
+        """Startup-probe failures allowed, polling every `startup_period_seconds`, so that `init()`
+        gets at least as long as the delay promised it: `initial_delay_seconds`, then the liveness
+        failures that would have restarted it."""
+        budget = self.initial_delay_seconds + self.period_seconds * self.failure_threshold
+        return max(1, -(-budget // startup_period_seconds))
+
 
 def azure_tags(description: str, tags: dict[str, str]) -> dict[str, str]:
     """A service's Azure resource tags: the user's tags, plus its description under `description`

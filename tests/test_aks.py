@@ -184,9 +184,29 @@ def test_containers_have_requests_limits_probes_and_safe_rollouts(aks, run):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["livenessProbe"]["httpGet"]["path"] == "/"
     assert container["readinessProbe"]["periodSeconds"] == 5
-    assert container["readinessProbe"]["initialDelaySeconds"] == 20
     assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_initial_delay_is_how_long_init_may_take_not_how_long_a_ready_pod_waits(aks, run):
+    """A startup probe polls readiness every 2 s for initial_delay_seconds plus the liveness
+    failures (20 + 5 x 3 = 35 s: 18 polls), and holds liveness and readiness off until then: a pod
+    ready in 5 s serves in about 5 s, and a slow init() is not restarted sooner than before."""
+    rec = run(aks)
+    container = rec.by_name(DEPLOYMENT, "diabetes-shared-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert container["startupProbe"] == {"httpGet": {"path": "/ready", "port": 5001, "scheme": "HTTP"},
+                                         "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 18}
+    assert "initialDelaySeconds" not in container["readinessProbe"]
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+
+
+def test_a_terminating_pod_keeps_serving_until_its_endpoint_is_gone_then_drains(aks, run):
+    """The standard graceful shutdown behind a Service: a preStop sleep while the endpoint is removed,
+    then SIGTERM, on which the runtime drains (25 s), all within the termination grace period."""
+    rec = run(aks)
+    pod = rec.by_name(DEPLOYMENT, "diabetes-shared-deployment").inputs["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] == 5 + 25 + 5
 
 
 def test_keys_live_in_a_secret_marked_secret(aks, run):

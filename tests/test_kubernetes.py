@@ -179,3 +179,20 @@ def test_logs_are_read_from_the_clusters_pods(k8s, run):
     logs = run(k8s).outputs["services"]["diabetes-k8s"]["logs"]
     assert logs == {"kind": "kubernetes", "cluster": "team", "namespace": "ml-deploy",
                     "selector": "app.kubernetes.io/name=diabetes-k8s", "container": "scoring"}
+
+
+def test_a_cluster_ip_service_is_scored_at_its_cluster_dns_name(k8s, run):
+    """A cluster without a load balancer (the lab, most on-premises clusters): the Service gets a
+    cluster IP, not a LoadBalancer that would never get an address, and the scoring URI is its DNS name."""
+    k8s["ml-deploy:services"][0]["service_type"] = "ClusterIP"
+    rec = run(k8s)
+    service = rec.of_type("kubernetes:core/v1:Service")[0].inputs
+    assert service["spec"]["type"] == "ClusterIP" and "loadBalancerSourceRanges" not in service["spec"]
+    name = k8s["ml-deploy:services"][0]["name"]
+    namespace = service["metadata"]["namespace"]
+    assert rec.outputs["services"][name]["scoring_uri"] == f"http://{name}.{namespace}.svc.cluster.local/score"
+
+
+def test_load_balancer_settings_need_a_load_balancer(k8s):
+    k8s["ml-deploy:services"][0].update(service_type="NodePort", internal_load_balancer=True)
+    assert_rejected(k8s, "services[0].internal_load_balancer", "only with service_type: LoadBalancer")

@@ -37,8 +37,8 @@ K8S_SERVICE, CONTAINER_SERVICE = "diabetes-k8s", "diabetes-container"
 
 
 def _pin(name: str) -> str:
-    found = re.search(rf"^{re.escape(name)}==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M)
-    assert found, f"no {name}==X pin in requirements.txt"
+    found = re.search(rf"^{re.escape(name)}==([0-9.]+)$", (ROOT / "infra" / "requirements.txt").read_text(), re.M)
+    assert found, f"no {name}==X pin in infra/requirements.txt"
     return found.group(1)
 
 

@@ -96,7 +96,7 @@ def test_cloud_preview_covers_every_cloud_stack_with_the_policy_pack(workflow):
     assert with_["policyPacks"] == "${{ github.workspace }}/policy/run"
     pack = ROOT / "policy" / "run"
     assert pack.is_file() and os.access(pack, os.X_OK)
-    pin = re.search(r"^pulumi==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    pin = re.search(r"^pulumi==([0-9.]+)$", (ROOT / "infra" / "requirements.txt").read_text(), re.M)
     assert pin and with_["pulumi-version"] == pin.group(1)
 
 

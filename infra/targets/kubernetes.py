@@ -96,6 +96,10 @@ class KubernetesServiceConfig(KubernetesWorkload):
     defaults of `target: aks`."""
 
     target: Literal["kubernetes"]
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+    """How clients reach the service: the cluster's load balancer (its ingress is the scoring URI), a
+    port on every node, or inside the cluster only (clusters without a load balancer; the scoring URI
+    is then the Service's cluster DNS name, which `ml-deploy call` reaches through a port-forward)."""
 
 
 def _context_problems(cfg: StackConfig) -> list[str]:
@@ -122,6 +126,10 @@ def check(cfg: StackConfig) -> list[str]:
         problem = pushed_image_problem(cfg, i, "kubernetes")
         if problem:
             problems.append(problem)
+        if svc.service_type != "LoadBalancer":
+            for key in ("internal_load_balancer", "load_balancer_source_ranges"):
+                if getattr(svc, key):
+                    problems.append(f"{path}.{key}: only with service_type: LoadBalancer (it is {svc.service_type})")
         if svc.enable_app_insights and cfg.workspace.kind != "azure":
             problems.append(f"{path}.enable_app_insights: needs an Azure workspace (its Application Insights)")
         ask = svc.accelerator_ask
@@ -168,6 +176,7 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
             accelerator=accelerator,
             production=ctx.cfg.workspace.protect,
             image_pull_secrets=list(namespace.image_pull_secrets),
+            service_type=svc.service_type,
             annotations=cluster.annotations,
         ),
     )
