@@ -1,7 +1,8 @@
 """The lab stack through the real Pulumi engine (Automation API) against the lab's real endpoints:
 the image built by the docker-build provider (BuildKit) and pushed to the lab's registry, the
-Kubernetes objects sent by the Kubernetes provider to the lab's API server, and the image run as a
-container that answers the seed example; then a no-op preview, a new score.py, and destroy.
+Kubernetes objects sent by the Kubernetes provider to the lab's one-node cluster, whose pods run that
+image by digest and answer through the Service, and the image run as a container; then a no-op
+preview, a new score.py rolled out under load without a failed request, and destroy.
 
 Needs `bash scripts/lab up` (skipped otherwise, saying so). The project is copied to a temporary
 folder so that changing its script never touches the repository; the service's namespace is new for
@@ -94,26 +95,6 @@ def stack(lab, project: Path, state: Path, namespace: str, kube) -> Iterator[aut
         yield stack
     finally:
         stack.destroy(on_output=lambda _: None)
-        _finalize_namespace(kube, namespace)
-
-
-def _finalize_namespace(kube: Any, name: str) -> None:
-    """The lab runs no namespace controller, so a deleted namespace stays Terminating: do its last
-    step (clear the `kubernetes` finalizer) once Pulumi has deleted everything in it."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    core = client.CoreV1Api(kube)
-    try:
-        ns = core.read_namespace(name)
-    except ApiException as err:
-        if err.status == 404:
-            return
-        raise
-    if ns.metadata.deletion_timestamp is None:
-        return
-    ns.spec.finalizers = []
-    core.replace_namespace_finalize(name, ns)
 
 
 # ---- reading the lab back --------------------------------------------------------------------------
@@ -196,11 +177,46 @@ def test_every_kubernetes_object_is_on_the_api_server(stack, kube, namespace):
     keys = core.read_namespaced_secret(f"{K8S_SERVICE}-keys", namespace)
     assert set(keys.data) == {"auth-keys"}
     service = core.read_namespaced_service(K8S_SERVICE, namespace)
-    assert service.spec.type == "LoadBalancer" and service.spec.ports[0].target_port == 5001
+    assert service.spec.type == "ClusterIP" and service.spec.ports[0].target_port == 5001
     hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace)
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 4)
     pdb = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(K8S_SERVICE, namespace)
     assert pdb.spec.max_unavailable == 1
+
+
+def test_the_deployment_is_available_and_its_pods_run_the_pushed_image_by_digest(stack, kube, namespace):
+    """`pulumi up` awaited the rollout, as on AKS: it returned with every replica ready."""
+    from kubernetes import client
+
+    ref = outputs(stack)["images"]["diabetes"]
+    deployment = client.AppsV1Api(kube).read_namespaced_deployment(K8S_SERVICE, namespace)
+    available = {c.type: c.status for c in deployment.status.conditions or []}
+    assert available.get("Available") == "True"
+    assert deployment.status.ready_replicas == deployment.spec.replicas >= 1
+    pods = client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={K8S_SERVICE}").items
+    assert pods and all(p.status.phase == "Running" for p in pods)
+    for pod in pods:
+        status = pod.status.container_statuses[0]
+        assert status.ready and status.image_id.endswith(ref.split("@")[1])
+
+
+def cluster_uri(kube: Any, namespace: str, path: str = "/score") -> str:
+    """The Service's address on this machine: its cluster IP, which the lab's kube-proxy routes."""
+    from kubernetes import client
+
+    service = client.CoreV1Api(kube).read_namespaced_service(K8S_SERVICE, namespace)
+    return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}{path}"
+
+
+def test_the_service_answers_the_seed_example_through_the_cluster(stack, kube, namespace):
+    service = outputs(stack)["services"][K8S_SERVICE]
+    assert service["scoring_uri"] == f"http://{K8S_SERVICE}.{namespace}.svc.cluster.local/score"
+    assert len(score(cluster_uri(kube, namespace), service["primary_key"])) == 2
+    status, _ = call(cluster_uri(kube, namespace), json.dumps(SEED).encode(), "wrong-key")
+    assert status == 401
+    # `ml-deploy logs` reads the pods' logs through the API server and the kubelet.
+    assert "init() of /var/azureml-app/score.py finished" in logs.read(service["logs"], tail=50,
+                                                                           kubeconfig=os.environ["KUBECONFIG"])
 
 
 def test_the_container_answers_the_seed_example(stack):
@@ -266,10 +282,51 @@ def test_refresh_notices_a_dead_container_and_up_starts_another(stack, lab):
     docker(lab, "rm", container)
 
 
-def test_a_changed_score_py_updates_only_the_image_the_deployment_and_the_container(stack, project, lab, kube, namespace):
+class Load:
+    """Requests sent one after another to a URI for as long as it runs: each answer's body, and every
+    failure (an error status, a reset, a refused or timed-out connection). One client by default: a
+    replica takes one request at a time (replica_max_concurrent_requests, Azure ML's default 1) and
+    answers 503 past it, by design."""
+
+    def __init__(self, uri: str, key: str, clients: int = 1):
+        import threading
+
+        self.uri, self.key = uri, key
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        body = json.dumps(SEED).encode()
+        while not self._stop.is_set():
+            try:
+                status, raw = call(self.uri, body, self.key, timeout_s=10)
+                text = raw.decode(errors="replace")
+            except Exception as err:  # every kind of failure counts
+                self.failures.append(f"{type(err).__name__}: {err}")
+                continue
+            (self.answers if status == 200 else self.failures).append(text if status == 200 else f"{status} {text}")
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack, project, lab, kube, namespace):
+    """The zero-downtime rollout, measured: clients call the Service for the whole `pulumi up` of a
+    new score.py (a new image digest); none fails, the answers switch to the new script, and the old
+    ReplicaSet ends at 0 replicas. The container is restarted on the new image (same port)."""
     from kubernetes import client
 
     service = outputs(stack)["services"][CONTAINER_SERVICE]
+    key = outputs(stack)["services"][K8S_SERVICE]["primary_key"]
     before_ref, before = outputs(stack)["images"]["diabetes"], score(service["scoring_uri"], service["primary_key"])
     old_container, port = container_of(stack)
     script = project / "scoring_templates" / "sklearn" / "score.py"
@@ -279,12 +336,24 @@ def test_a_changed_score_py_updates_only_the_image_the_deployment_and_the_contai
     # only the Deployment changes, and the container is restarted on the new image.
     assert changes(stack) == {"diabetes-image": "update", "diabetes-bundle": "replace",
                               f"{K8S_SERVICE}-deployment": "update", f"{CONTAINER_SERVICE}-container": "update"}
-    stack.up(on_output=lambda _: None)
+    apps = client.AppsV1Api(kube)
+    started = time.monotonic()
+    with Load(cluster_uri(kube, namespace), key) as load:
+        stack.up(on_output=lambda _: None)
+        took = time.monotonic() - started
+        time.sleep(2)  # answers from the new pods only, for a moment
     after_ref = outputs(stack)["images"]["diabetes"]
-    assert after_ref != before_ref
+    print(f"\nrollout under load: {len(load.answers) + len(load.failures)} requests, {len(load.failures)} failed; "
+          f"`pulumi up` to the last new replica serving: {took:.1f}s")
+    assert load.failures == [], load.failures[:5]
+    assert json.loads(load.answers[0]) == before
+    assert json.loads(load.answers[-1]) == [round(p, 1) for p in before]
+    deployment = apps.read_namespaced_deployment(K8S_SERVICE, namespace)
+    assert deployment.spec.template.spec.containers[0].image == after_ref != before_ref
+    sets = apps.list_namespaced_replica_set(namespace, label_selector=f"app.kubernetes.io/name={K8S_SERVICE}").items
+    old = [r for r in sets if r.spec.template.spec.containers[0].image == before_ref]
+    assert old and all((r.status.replicas or 0) == 0 for r in old)
     assert registry_manifest(lab, "diabetes", after_ref.split("@")[1])[0] == 200
-    deployment = client.AppsV1Api(kube).read_namespaced_deployment(K8S_SERVICE, namespace)
-    assert deployment.spec.template.spec.containers[0].image == after_ref
     new_container, new_port = container_of(stack)
     assert new_port == port and new_container != old_container
     assert docker(lab, "inspect", old_container, check=False).returncode != 0
@@ -308,9 +377,8 @@ def test_destroy_removes_the_objects_the_container_and_its_port(stack, lab, kube
             read()
         assert gone.value.status == 404
     assert core.list_namespaced_secret(namespace).items == []
-    # Deleted, and held in Terminating only by the namespace controller the lab does not run.
-    assert core.read_namespace(namespace).status.phase == "Terminating"
-    _finalize_namespace(kube, namespace)
+    assert core.list_namespaced_pod(namespace).items == []
+    # The provider awaited the namespace's deletion, which the namespace controller finished.
     with pytest.raises(ApiException):
         core.read_namespace(namespace)
     assert docker(lab, "inspect", container, check=False).returncode != 0
