@@ -208,6 +208,7 @@ class AksService(ScoringService):
             ]
 
         timings = args.probes
+        progress_deadline = STARTUP_PERIOD_S * timings.startup_failure_threshold(STARTUP_PERIOD_S) + 60
         http_get = k8s.core.v1.HTTPGetActionArgs(path=runtime.READINESS_PATH, port=SERVING_PORT,
                                                  scheme="HTTPS" if tls else "HTTP")
 
@@ -248,6 +249,13 @@ class AksService(ScoringService):
                 # With autoscaling the HPA owns the replica count; a fixed count here would fight it.
                 replicas=None if args.autoscale else (args.num_replicas or 1),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                # A rollout that makes no progress (an init() that fails, an image that will not
+                # pull) is marked failed (Progressing: False, ProgressDeadlineExceeded;
+                # kubernetes.io/docs/concepts/workloads/controllers/deployment/#failed-deployment) once
+                # a new pod has had its whole startup budget and a minute more (an image pull, a
+                # pod to schedule), instead of the default 600 s; the old pods keep serving
+                # meanwhile (maxUnavailable 0).
+                progress_deadline_seconds=progress_deadline,
                 # Never below the ready count while a new image rolls out.
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
@@ -309,7 +317,11 @@ class AksService(ScoringService):
                     ),
                 ),
             ),
-            opts=on_cluster,
+            # pulumi-kubernetes 4.25 does not stop waiting at ProgressDeadlineExceeded (measured in
+            # the lab: it waited its 10-minute default), so `up` is bounded by the same deadline and
+            # a margin for the rollout's last steps; a timed-out update leaves the old pods serving.
+            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(
+                create=f"{progress_deadline + 60}s", update=f"{progress_deadline + 60}s"))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",

@@ -200,6 +200,13 @@ def test_initial_delay_is_how_long_init_may_take_not_how_long_a_ready_pod_waits(
     assert "initialDelaySeconds" not in container["livenessProbe"]
 
 
+def test_a_rollout_that_never_gets_ready_fails_after_the_startup_budget(aks, run):
+    """progressDeadlineSeconds: the startup budget (18 polls of 2 s) plus a minute, after which the
+    Deployment reports ProgressDeadlineExceeded (tests/test_lab_stack.py: `pulumi up` then fails)."""
+    rec = run(aks)
+    assert rec.by_name(DEPLOYMENT, "diabetes-shared-deployment").inputs["spec"]["progressDeadlineSeconds"] == 36 + 60
+
+
 def test_a_terminating_pod_keeps_serving_until_its_endpoint_is_gone_then_drains(aks, run):
     """The standard graceful shutdown behind a Service: a preStop sleep while the endpoint is removed,
     then SIGTERM, on which the runtime drains (25 s), all within the termination grace period."""

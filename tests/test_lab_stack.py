@@ -198,6 +198,18 @@ def test_the_deployment_is_available_and_its_pods_run_the_pushed_image_by_digest
     for pod in pods:
         status = pod.status.container_statuses[0]
         assert status.ready and status.image_id.endswith(ref.split("@")[1])
+        # The startup probe lets a pod serve once init() is done, not after initial_delay_seconds.
+        waited = ready_after_start(pod)
+        print(f"\npod {pod.metadata.name}: ready {waited:.1f}s after its container started "
+              f"(initial_delay_seconds: 30, Azure ML's default 310)")
+        assert waited < 30
+
+
+def ready_after_start(pod: Any) -> float:
+    """Seconds from the pod's container starting to the pod turning Ready."""
+    started = pod.status.container_statuses[0].state.running.started_at
+    ready = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
+    return (ready - started).total_seconds()
 
 
 def cluster_uri(kube: Any, namespace: str, path: str = "/score") -> str:
@@ -208,12 +220,19 @@ def cluster_uri(kube: Any, namespace: str, path: str = "/score") -> str:
     return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}{path}"
 
 
-def test_the_service_answers_the_seed_example_through_the_cluster(stack, kube, namespace):
+def test_the_service_answers_the_seed_example_through_the_cluster(stack, kube, namespace, capsys):
     service = outputs(stack)["services"][K8S_SERVICE]
     assert service["scoring_uri"] == f"http://{K8S_SERVICE}.{namespace}.svc.cluster.local/score"
     assert len(score(cluster_uri(kube, namespace), service["primary_key"])) == 2
     status, _ = call(cluster_uri(kube, namespace), json.dumps(SEED).encode(), "wrong-key")
     assert status == 401
+    # `ml-deploy call` opens a port-forward to a ready pod itself: the scoring URI resolves only in the cluster.
+    from cli import call as call_command
+
+    capsys.readouterr()
+    assert call_command.main(["--stack", STACK, "--service", K8S_SERVICE, "--kubeconfig", os.environ["KUBECONFIG"],
+                              str(ROOT / "scoring_templates" / "sample-request.json")]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
     # `ml-deploy logs` reads the pods' logs through the API server and the kubelet.
     assert "init() of /var/azureml-app/score.py finished" in logs.read(service["logs"], tail=50,
                                                                            kubeconfig=os.environ["KUBECONFIG"])
@@ -320,9 +339,11 @@ class Load:
 
 
 def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack, project, lab, kube, namespace):
-    """The zero-downtime rollout, measured: clients call the Service for the whole `pulumi up` of a
-    new score.py (a new image digest); none fails, the answers switch to the new script, and the old
-    ReplicaSet ends at 0 replicas. The container is restarted on the new image (same port)."""
+    """The zero-downtime rollout, measured: a client calls the Service for the whole `pulumi up` of a
+    new score.py (a new image digest) whose init() takes 20 s; none fails (readiness keeps requests
+    off the new pod until init() is done, and the old one serves meanwhile), the answers switch to
+    the new script, and the old ReplicaSet ends at 0 replicas. The container is restarted on the new
+    image (same port)."""
     from kubernetes import client
 
     service = outputs(stack)["services"][CONTAINER_SERVICE]
@@ -331,7 +352,8 @@ def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack,
     old_container, port = container_of(stack)
     script = project / "scoring_templates" / "sklearn" / "score.py"
     script.write_text(script.read_text().replace(
-        "return model.predict(data).tolist()", "return [round(p, 1) for p in model.predict(data).tolist()]"))
+        "return model.predict(data).tolist()", "return [round(p, 1) for p in model.predict(data).tolist()]").replace(
+        "    model = joblib.load(_model_file())", "    import time\n    time.sleep(20)\n    model = joblib.load(_model_file())"))
     # The local bundle is the same image's content (replaced, content-addressed); on the cluster
     # only the Deployment changes, and the container is restarted on the new image.
     assert changes(stack) == {"diabetes-image": "update", "diabetes-bundle": "replace",
@@ -350,6 +372,11 @@ def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack,
     assert json.loads(load.answers[-1]) == [round(p, 1) for p in before]
     deployment = apps.read_namespaced_deployment(K8S_SERVICE, namespace)
     assert deployment.spec.template.spec.containers[0].image == after_ref != before_ref
+    new_pods = [p for p in client.CoreV1Api(kube).list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/name={K8S_SERVICE}").items
+        if p.spec.containers[0].image == after_ref]
+    assert new_pods and all(ready_after_start(p) >= 20 for p in new_pods)  # held back by its init()
+    assert took >= 20
     sets = apps.list_namespaced_replica_set(namespace, label_selector=f"app.kubernetes.io/name={K8S_SERVICE}").items
     old = [r for r in sets if r.spec.template.spec.containers[0].image == before_ref]
     assert old and all((r.status.replicas or 0) == 0 for r in old)
@@ -359,6 +386,35 @@ def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack,
     assert docker(lab, "inspect", old_container, check=False).returncode != 0
     after = score(service["scoring_uri"], service["primary_key"])
     assert after == [round(p, 1) for p in before] and after != before
+
+
+def test_a_broken_update_fails_in_bounded_time_and_the_old_version_keeps_answering(stack, project, kube, namespace):
+    """An init() that raises: `pulumi up` fails once the rollout's progress deadline passes (the
+    startup budget plus a minute), naming the Deployment, while the previous version answers every
+    request during and after; fixing the script and running `up` again recovers."""
+    from kubernetes import client
+
+    key = outputs(stack)["services"][K8S_SERVICE]["primary_key"]
+    script = project / "scoring_templates" / "sklearn" / "score.py"
+    good = script.read_text()
+    script.write_text(good.replace("    model = joblib.load(_model_file())",
+                                   "    raise RuntimeError('the model file is corrupt')"))
+    apps = client.AppsV1Api(kube)
+    deadline = apps.read_namespaced_deployment(K8S_SERVICE, namespace).spec.progress_deadline_seconds
+    started = time.monotonic()
+    with Load(cluster_uri(kube, namespace), key) as load:
+        with pytest.raises(auto.CommandError) as failed:
+            stack.up(on_output=lambda _: None)
+        took = time.monotonic() - started
+        time.sleep(2)
+    print(f"\nbroken update: `pulumi up` failed after {took:.0f}s (progress deadline {deadline}s); "
+          f"{len(load.answers) + len(load.failures)} requests meanwhile, {len(load.failures)} failed")
+    assert f"{K8S_SERVICE}-deployment" in str(failed.value)
+    assert took < deadline + 60 + 90
+    assert load.failures == [] and load.answers
+    script.write_text(good)
+    stack.up(on_output=lambda _: None)
+    assert len(score(cluster_uri(kube, namespace), key)) == 2
 
 
 def test_destroy_removes_the_objects_the_container_and_its_port(stack, lab, kube, namespace):
