@@ -27,12 +27,16 @@ from cli.engine import stack_service
 from cli.errors import CliError
 
 
-def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -> tuple[int, bytes]:
-    """POST `body` as JSON to `uri`; returns (status, response body). CliError when nothing answers."""
+def _headers(key: str | None) -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(uri, data=body, headers=headers, method="POST")
+    return headers
+
+
+def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -> tuple[int, bytes]:
+    """POST `body` as JSON to `uri`; returns (status, response body). CliError when nothing answers."""
+    request = urllib.request.Request(uri, data=body, headers=_headers(key), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, response.read()
@@ -84,10 +88,7 @@ def call_through_cluster(uri: str, body: bytes, key: Optional[str], source: dict
             sock = context_.wrap_socket(sock, server_hostname=parts.hostname)
         connection = http.client.HTTPConnection(parts.hostname or "localhost", port, timeout=timeout_s)
         connection.sock = sock
-        headers = {"Content-Type": "application/json", "Host": parts.netloc}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        connection.request("POST", parts.path or "/score", body=body, headers=headers)
+        connection.request("POST", parts.path or "/score", body=body, headers={**_headers(key), "Host": parts.netloc})
         response = connection.getresponse()
         return response.status, response.read()
     finally:

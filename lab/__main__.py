@@ -8,7 +8,7 @@ import time
 
 from lab import pki
 from lab.services import SERVICES, Lab
-from lab.supervisor import LabError, rss_mib, start, status, stop, write_client_config
+from lab.supervisor import rss_mib, start, status, stop, write_client_config
 
 
 def _step(name: str, action) -> None:
@@ -16,7 +16,7 @@ def _step(name: str, action) -> None:
     print(f"lab: {name:<40}", end="", file=sys.stderr, flush=True)
     try:
         what = action()
-    except (LabError, OSError, Exception) as err:  # one line per failure, the log's tail below it
+    except Exception as err:  # one line per failure (a LabError carries the log's tail)
         print(f" FAILED after {time.monotonic() - t0:.1f}s", file=sys.stderr)
         print(f"lab: {err}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -36,7 +36,6 @@ def main(argv: list[str]) -> int:
     elif command == "stop":
         left: list[str] = []
         for service in reversed(SERVICES):
-            t0 = time.monotonic()
             what, problems = stop(lab, service)
             left += problems
             print(f"lab: {service.name}: {what}", file=sys.stderr)

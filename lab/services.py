@@ -6,6 +6,7 @@ a containerd with its CRI plugin, and a kubelet) whose pods run for real."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
@@ -88,8 +89,9 @@ class Lab:
     def env_file(self) -> Path:
         return self.state / "lab.env"
 
+    @functools.lru_cache(maxsize=None)
     def token(self, user: str) -> str:
-        """The static token of `user` (lab/pki.py's tokens.csv)."""
+        """The static token of `user` (lab/pki.py's tokens.csv), read once."""
         for line in (self.pki / "tokens.csv").read_text().splitlines():
             token, name = line.split(",")[:2]
             if name == user:
@@ -275,7 +277,8 @@ def _kubelet_config(lab: Lab) -> None:
         # containerd 1.6 cannot tell the kubelet its cgroup driver (the CRI RuntimeConfig call came
         # with 1.7), so the kubelet's own setting is used: cgroupfs, as runc is told above.
         "cgroupDriver": "cgroupfs",
-        # kubelet 1.35+ refuses cgroup v1 unless told (KEP-5573); this host mounts only cgroup v1.
+        # kubelet 1.35+ refuses cgroup v1 unless failCgroupV1 is false (KubeletConfiguration
+        # v1beta1 reference, failCgroupV1); this host mounts only cgroup v1.
         "failCgroupV1": False,
         "failSwapOn": False,
         # Not below 0: see restrict_oom_score_adj above (the kubelet's own default is -999).
@@ -416,6 +419,3 @@ SERVICES: tuple[Service, ...] = (
         lambda _lab: f"iptables rules for {SERVICE_CIDR}", ports=(10256, 10249)),
 )
 
-
-def by_name() -> dict[str, Service]:
-    return {s.name: s for s in SERVICES}

@@ -20,7 +20,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from content.bundle import SCORING_UID
-from components.service import TLS_DIR
+from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME
 from providers import serving_process as process
 
 READY_TIMEOUT_S = 180
@@ -54,7 +54,7 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, str]) -> str:
     """Run the image as a new container listening on 127.0.0.1:`port`; return its name once ready."""
     host = props["docker_host"]
     name = f"ml-deploy-{props['service']}-{secrets.token_hex(4)}"
-    tls_files = (f"{TLS_DIR}/{process.TLS_CERT_NAME}", f"{TLS_DIR}/{process.TLS_KEY_NAME}") if process.has_tls(props) else None
+    tls_files = (f"{TLS_DIR}/{TLS_CERT_NAME}", f"{TLS_DIR}/{TLS_KEY_NAME}") if process.has_tls(props) else None
     settings = process.settings(props, port, keys, tls_files)
     # The keys go in a file readable only by us, never on a command line.
     with tempfile.NamedTemporaryFile("w", prefix="ml-deploy-env-", suffix=".list") as env_file:

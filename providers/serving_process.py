@@ -17,11 +17,11 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
+from components.service import TLS_CERT_NAME, TLS_KEY_NAME
 from serving import settings as runtime
 
 RUNTIME_INPUTS = ("workers", "timeout_ms", "auth_enabled", "tls_cert_pem", "tls_key_pem")
 """The provider inputs `process_inputs` writes: a change of any restarts the service."""
-TLS_CERT_NAME, TLS_KEY_NAME = "cert.pem", "key.pem"
 
 # Our own child on loopback: its certificate names the service's public name, not 127.0.0.1.
 UNVERIFIED = ssl.create_default_context()
