@@ -28,6 +28,12 @@ STARTUP_PERIOD_S = 2
 PRE_STOP_SLEEP_S = 5
 """How long a terminating pod keeps serving before SIGTERM, while its endpoint is removed from the
 Services' EndpointSlices and from kube-proxy's or the load balancer's rules on every node."""
+MAX_SURGE = "25%"
+"""New pods a rollout may start above the replica count (Kubernetes' default, rounded up: 1 for up to
+4 replicas; the API reference, kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/); with
+maxUnavailable 0 the ready count never drops."""
+MAX_ROLLOUT_WAVES = 4
+"""With MAX_SURGE, the most waves of new pods a rollout of any replica count starts one after another."""
 SECRET_FIELDS = {runtime.AUTH_KEYS: KEYS_SECRET_FIELD, runtime.APP_INSIGHTS: INSIGHTS_SECRET_FIELD}
 """The service Secret's field for each secret variable of the runtime (ServiceRuntime.secret_environ)."""
 SCORING_GID = 10001
@@ -47,6 +53,18 @@ SINGLE_REPLICA_ANNOTATION = "ml-deploy/single-replica-reason"
 # Azure's cloud provider gives the Service a private IP in the cluster's VNet instead of a public one
 # (MicrosoftDocs/azure-aks-docs articles/aks/internal-lb.md; kubernetes-sigs/cloud-provider-azure's annotations).
 INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
+
+
+def rollout_bounds(timings: ProbeTimings, replicas: int) -> tuple[int, int]:
+    """(progressDeadlineSeconds, `pulumi up`'s wait in seconds) for a Deployment of up to `replicas`.
+
+    The deadline is one new pod's startup budget (the startup probe's polls) and a minute more (an
+    image pull, a pod to schedule): past it without progress the rollout is failed. The wait covers
+    a healthy rollout: each wave of new pods (at most MAX_ROLLOUT_WAVES) within its budget, a minute
+    of margin; pulumi-kubernetes does not stop at the deadline, so a broken update fails at the wait."""
+    budget = STARTUP_PERIOD_S * timings.startup_failure_threshold(STARTUP_PERIOD_S)
+    deadline = budget + 60
+    return deadline, deadline + (min(replicas, MAX_ROLLOUT_WAVES) - 1) * budget + 60
 
 
 @dataclass(frozen=True)
@@ -208,7 +226,8 @@ class AksService(ScoringService):
             ]
 
         timings = args.probes
-        progress_deadline = STARTUP_PERIOD_S * timings.startup_failure_threshold(STARTUP_PERIOD_S) + 60
+        progress_deadline, rollout_wait = rollout_bounds(
+            timings, (args.autoscale_max_replicas if args.autoscale else args.num_replicas) or 1)
         http_get = k8s.core.v1.HTTPGetActionArgs(path=runtime.READINESS_PATH, port=SERVING_PORT,
                                                  scheme="HTTPS" if tls else "HTTP")
 
@@ -259,7 +278,7 @@ class AksService(ScoringService):
                 # Never below the ready count while a new image rolls out.
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=MAX_SURGE),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=annotations),
@@ -294,6 +313,11 @@ class AksService(ScoringService):
                                 env=env,
                                 volume_mounts=mounts,
                                 resources=k8s.core.v1.ResourceRequirementsArgs(requests=requests, limits=limits),
+                                # A container that exits with an error (init() raised) gets its log's
+                                # last lines (at most 2048 bytes or 80 lines) as its termination message
+                                # (kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure),
+                                # which `kubectl describe` and a failed `pulumi up` show.
+                                termination_message_policy="FallbackToLogsOnError",
                                 startup_probe=startup,
                                 liveness_probe=probe(runtime.LIVENESS_PATH),
                                 readiness_probe=probe(runtime.READINESS_PATH),
@@ -318,10 +342,11 @@ class AksService(ScoringService):
                 ),
             ),
             # pulumi-kubernetes 4.25 does not stop waiting at ProgressDeadlineExceeded (measured in
-            # the lab: it waited its 10-minute default), so `up` is bounded by the same deadline and
-            # a margin for the rollout's last steps; a timed-out update leaves the old pods serving.
+            # the lab: it waited its 10-minute default), so `up` is bounded by the time a healthy
+            # rollout of every replica can take (a broken first pod fails it no sooner than that);
+            # a timed-out update leaves the old pods serving.
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(
-                create=f"{progress_deadline + 60}s", update=f"{progress_deadline + 60}s"))),
+                create=f"{rollout_wait}s", update=f"{rollout_wait}s"))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",

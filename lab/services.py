@@ -34,6 +34,11 @@ CNI_BIN = Path("/usr/lib/cni")
 SERVICE_CIDR = "10.96.0.0/24"
 PAUSE_IMAGE = f"{REGISTRY}/ml-deploy/pause:3.10.2"
 """The pod sandbox image, built by scripts/lab from the Kubernetes source's build/pause/linux/pause.c."""
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The name in the API server's client certificate for aggregated API servers (lab/pki.py)."""
+METRICS_PORT = 4443
+METRICS_SERVER_NAMES = ("metrics-server.kube-system.svc",)
+"""The names the API server checks metrics-server's certificate for (<service>.<namespace>.svc)."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +52,18 @@ class Lab:
     base_image: str
     pulumi_home: str
 
+    metrics_server_bin: Path
+
     @classmethod
     def from_environ(cls, env: Optional[dict[str, str]] = None) -> "Lab":
         env = dict(os.environ if env is None else env)
-        missing = [k for k in ("ML_DEPLOY_LAB", "LAB_KUBE_BIN", "LAB_BUILDKIT_BIN") if not env.get(k)]
+        missing = [k for k in ("ML_DEPLOY_LAB", "LAB_KUBE_BIN", "LAB_BUILDKIT_BIN", "LAB_METRICS_SERVER_BIN")
+                   if not env.get(k)]
         if missing:
             raise SystemExit(f"lab: {', '.join(missing)} not set (run it through scripts/lab)")
         return cls(Path(env["ML_DEPLOY_LAB"]), Path(env["LAB_KUBE_BIN"]), Path(env["LAB_BUILDKIT_BIN"]),
                    env.get("LAB_BUILDER", "ml-deploy-lab"), env.get("LAB_BASE_IMAGE", ""),
-                   env.get("PULUMI_HOME", ""))
+                   env.get("PULUMI_HOME", ""), Path(env["LAB_METRICS_SERVER_BIN"]))
 
     @property
     def logs(self) -> Path:
@@ -295,6 +303,74 @@ def _kubelet_config(lab: Lab) -> None:
     _write(base / "config.json", json.dumps(config, indent=1) + "\n")
 
 
+def _send(lab: Lab, method: str, path: str, body: dict) -> int:
+    """An API request as lab-admin: its HTTP status."""
+    request = urllib.request.Request(
+        KUBE_SERVER + path, data=json.dumps(body).encode(), method=method,
+        headers={"Authorization": f"Bearer {lab.token('lab-admin')}", "Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=str(lab.pki / "ca.crt"))
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def metrics_server_objects(lab: Lab) -> list[tuple[str, dict]]:
+    """(collection path, object) for metrics-server, as its release manifest has them
+    (kubernetes-sigs/metrics-server, manifests/base), but for a process on this machine: a Service
+    without a selector whose endpoint is the node's address, and the lab's CA for its certificate."""
+    rbac, ks = "/apis/rbac.authorization.k8s.io/v1", "kube-system"
+    user = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "system:metrics-server"}]
+
+    def role_ref(kind: str, name: str) -> dict:
+        return {"kind": kind, "apiGroup": "rbac.authorization.k8s.io", "name": name}
+
+    return [
+        (f"{rbac}/clusterroles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                  "metadata": {"name": "system:metrics-server"}, "rules": [
+            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]}),
+        (f"{rbac}/clusterrolebindings", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                                         "metadata": {"name": "system:metrics-server"},
+                                         "roleRef": role_ref("ClusterRole", "system:metrics-server"), "subjects": user}),
+        (f"{rbac}/clusterrolebindings", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                                         "metadata": {"name": "metrics-server:system:auth-delegator"},
+                                         "roleRef": role_ref("ClusterRole", "system:auth-delegator"), "subjects": user}),
+        (f"{rbac}/namespaces/{ks}/rolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "metrics-server-auth-reader", "namespace": ks},
+            "roleRef": role_ref("Role", "extension-apiserver-authentication-reader"), "subjects": user}),
+        (f"/api/v1/namespaces/{ks}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "metrics-server", "namespace": ks},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": METRICS_PORT}]}}),
+        (f"/api/v1/namespaces/{ks}/endpoints", {
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "metrics-server", "namespace": ks},
+            "subsets": [{"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": METRICS_PORT}]}]}),
+        ("/apis/apiregistration.k8s.io/v1/apiservices", {
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+                     "service": {"name": "metrics-server", "namespace": ks, "port": 443},
+                     "caBundle": base64.b64encode((lab.pki / "ca.crt").read_bytes()).decode()}}),
+    ]
+
+
+def _metrics_server_setup(lab: Lab) -> None:
+    _component_kubeconfig(lab, "system:metrics-server")
+    for path, obj in metrics_server_objects(lab):
+        status = _send(lab, "POST", path, obj)
+        if status == 409:  # kept from an earlier `up`: made the same again
+            status = _send(lab, "PUT", f"{path}/{obj['metadata']['name']}", obj)
+        if status >= 300:
+            raise SystemExit(f"lab: {obj['kind']} {obj['metadata']['name']}: the API server answered {status}")
+
+
+def pod_metrics_served(lab: Lab) -> bool:
+    """Whether the metrics API answers through the API server with the node's usage."""
+    return _api(lab, f"/apis/metrics.k8s.io/v1beta1/nodes/{NODE}") is not None
+
+
 @dataclass(frozen=True)
 class Service:
     """One process the lab runs."""
@@ -365,7 +441,18 @@ SERVICES: tuple[Service, ...] = (
             f"--kubelet-client-certificate={lab.pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={lab.pki / 'apiserver-kubelet-client.key'}",
             f"--kubelet-certificate-authority={lab.pki / 'ca.crt'}",
-            "--kubelet-preferred-address-types=InternalIP"],
+            "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for metrics-server's metrics.k8s.io
+            # (kubernetes.io/docs/tasks/extend-kubernetes/configure-aggregation-layer/): the API
+            # server's client certificate from the front-proxy CA, and the endpoint's address rather
+            # than the Service's cluster IP (the API server runs on this machine, outside the pods' network).
+            f"--requestheader-client-ca-file={lab.pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            f"--proxy-client-cert-file={lab.pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={lab.pki / 'front-proxy-client.key'}",
+            "--enable-aggregator-routing=true"],
         lambda lab: _api(lab, "/readyz") is not None,
         lambda _lab: KUBE_SERVER, ports=(KUBE_PORT,)),
     Service(
@@ -379,7 +466,10 @@ SERVICES: tuple[Service, ...] = (
             "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
             # One node: a node that stops reporting is marked NotReady after the default 50 s
             # grace; its pods are not evicted from the only node there is.
-            "--controllers=*,-nodeipam"],
+            "--controllers=*,-nodeipam",
+            # The HPA acts on what a test can wait for: every 5 s (default 15 s) and scaling down
+            # 20 s after the load is gone (default 5 minutes; kube-controller-manager reference).
+            "--horizontal-pod-autoscaler-sync-period=5s", "--horizontal-pod-autoscaler-downscale-stabilization=20s"],
         lambda _lab: _get("https://127.0.0.1:10257/healthz", _unverified()) == b"ok",
         lambda _lab: "https://127.0.0.1:10257", ports=(10257,)),
     Service(
@@ -417,5 +507,20 @@ SERVICES: tuple[Service, ...] = (
             "--conntrack-max-per-core=0", "--iptables-localhost-nodeports=false", "--oom-score-adj=0"],
         lambda _lab: _get("http://127.0.0.1:10256/healthz") is not None,
         lambda _lab: f"iptables rules for {SERVICE_CIDR}", ports=(10256, 10249)),
+    Service(
+        "metrics-server", lambda lab: str(lab.metrics_server_bin / "metrics-server"),
+        # The resource metrics the HPA reads (metrics.k8s.io), scraped from the kubelet's
+        # /metrics/resource every 10 s (the least it takes; default 60 s), as the user its
+        # ClusterRole is bound to, checking the kubelet's certificate against the lab's CA.
+        lambda lab: [
+            f"--kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
+            f"--authentication-kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
+            f"--authorization-kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
+            f"--bind-address={NODE_IP}", f"--secure-port={METRICS_PORT}",
+            f"--tls-cert-file={lab.pki / 'metrics-server.crt'}", f"--tls-private-key-file={lab.pki / 'metrics-server.key'}",
+            f"--kubelet-certificate-authority={lab.pki / 'ca.crt'}", "--kubelet-preferred-address-types=InternalIP",
+            "--kubelet-use-node-status-port", "--metric-resolution=10s"],
+        pod_metrics_served, lambda _lab: f"https://{NODE_IP}:{METRICS_PORT} (metrics.k8s.io)", timeout_s=90,
+        prepare=_metrics_server_setup),
 )
 

@@ -184,8 +184,21 @@ def test_containers_have_requests_limits_probes_and_safe_rollouts(aks, run):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["livenessProbe"]["httpGet"]["path"] == "/"
     assert container["readinessProbe"]["periodSeconds"] == 5
-    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": "25%"}
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_up_waits_for_a_healthy_rollout_of_every_replica_and_no_longer():
+    """The progress deadline is one pod's startup budget and a minute; `pulumi up` waits for every
+    wave of new pods (25% surge: 1 wave per replica up to 4, never more than 4) within its budget."""
+    from components.aks_service import rollout_bounds
+    from components.service import ProbeTimings
+
+    # Azure ML's defaults: 310 s + 10 s x 3 = 340 s of startup budget (170 polls of 2 s).
+    azure = ProbeTimings()
+    assert rollout_bounds(azure, 1) == (400, 460)
+    assert rollout_bounds(azure, 3) == (400, 460 + 2 * 340)
+    assert rollout_bounds(azure, 4) == rollout_bounds(azure, 10) == rollout_bounds(azure, 100) == (400, 460 + 3 * 340)
 
 
 def test_initial_delay_is_how_long_init_may_take_not_how_long_a_ready_pod_waits(aks, run):

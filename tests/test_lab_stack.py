@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 from pulumi import automation as auto
@@ -35,6 +35,7 @@ STACK = "lab"
 # scripts/pulumi-env's default passphrase, which Pulumi.lab.yaml's secrets are encrypted for.
 PASSPHRASE = "local-stack-passphrase"
 K8S_SERVICE, CONTAINER_SERVICE = "diabetes-k8s", "diabetes-container"
+CRASH_ROW = [999.0] + [0.0] * 9
 
 
 def _pin(name: str) -> str:
@@ -179,7 +180,7 @@ def test_every_kubernetes_object_is_on_the_api_server(stack, kube, namespace):
     service = core.read_namespaced_service(K8S_SERVICE, namespace)
     assert service.spec.type == "ClusterIP" and service.spec.ports[0].target_port == 5001
     hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace)
-    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 4)
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 2)
     pdb = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(K8S_SERVICE, namespace)
     assert pdb.spec.max_unavailable == 1
 
@@ -201,7 +202,7 @@ def test_the_deployment_is_available_and_its_pods_run_the_pushed_image_by_digest
         # The startup probe lets a pod serve once init() is done, not after initial_delay_seconds.
         waited = ready_after_start(pod)
         print(f"\npod {pod.metadata.name}: ready {waited:.1f}s after its container started "
-              f"(initial_delay_seconds: 30, Azure ML's default 310)")
+              f"(initial_delay_seconds: 5 here, Azure ML's default 310)")
         assert waited < 30
 
 
@@ -351,8 +352,11 @@ def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack,
     before_ref, before = outputs(stack)["images"]["diabetes"], score(service["scoring_uri"], service["primary_key"])
     old_container, port = container_of(stack)
     script = project / "scoring_templates" / "sklearn" / "score.py"
+    # The new script also dies on a row starting 999 (test_a_crash_in_run_...).
     script.write_text(script.read_text().replace(
-        "return model.predict(data).tolist()", "return [round(p, 1) for p in model.predict(data).tolist()]").replace(
+        "return model.predict(data).tolist()",
+        f"if data[0][0] == {CRASH_ROW[0]}:\n        os._exit(70)\n"
+        "    return [round(p, 1) for p in model.predict(data).tolist()]").replace(
         "    model = joblib.load(_model_file())", "    import time\n    time.sleep(20)\n    model = joblib.load(_model_file())"))
     # The local bundle is the same image's content (replaced, content-addressed); on the cluster
     # only the Deployment changes, and the container is restarted on the new image.
@@ -388,10 +392,76 @@ def test_a_changed_score_py_rolls_out_under_load_without_a_failed_request(stack,
     assert after == [round(p, 1) for p in before] and after != before
 
 
-def test_a_broken_update_fails_in_bounded_time_and_the_old_version_keeps_answering(stack, project, kube, namespace):
-    """An init() that raises: `pulumi up` fails once the rollout's progress deadline passes (the
-    startup budget plus a minute), naming the Deployment, while the previous version answers every
-    request during and after; fixing the script and running `up` again recovers."""
+def test_a_crash_in_run_is_survived_by_the_pod_and_shows_in_its_log(stack, lab, kube, namespace):
+    """run() that kills its process (os._exit) kills one worker, not the container: the request it
+    was answering fails, the runtime's master starts another worker, the pod keeps serving without
+    a container restart, and `ml-deploy logs` shows the crash."""
+    from kubernetes import client
+
+    service = outputs(stack)["services"][K8S_SERVICE]
+    key = service["primary_key"]
+    try:
+        status, _ = call(cluster_uri(kube, namespace), json.dumps({"data": [CRASH_ROW]}).encode(), key, timeout_s=10)
+    except Exception:  # noqa: BLE001 - the connection dies with the worker
+        status = 0
+    assert status != 200
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if len(score(cluster_uri(kube, namespace), key)) == 2:
+                break
+        except Exception:  # noqa: BLE001 - until the next worker is ready
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    pods = client.CoreV1Api(kube).list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/name={K8S_SERVICE}").items
+    assert pods and all(p.status.container_statuses[0].restart_count == 0 for p in pods if p.status.container_statuses)
+    text = logs.read(service["logs"], tail=100, kubeconfig=lab["KUBECONFIG"])
+    assert "exited with code 70" in text, text
+
+
+def _wait(what: str, check: Any, timeout_s: float) -> float:
+    """Poll `check` every second until it is true: the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f}s"
+        time.sleep(1)
+    return time.monotonic() - started
+
+
+def test_the_hpa_scales_the_service_up_under_load_and_back_down(stack, kube, namespace):
+    """metrics-server's CPU metrics drive the service's HorizontalPodAutoscaler (2 replicas at most in
+    Pulumi.lab.yaml, 70% of the CPU request): under load it scales to 2, both pods serve, and once
+    the load stops it scales back to 1 (the lab's controller waits 20 s before scaling down)."""
+    from kubernetes import client
+
+    key = outputs(stack)["services"][K8S_SERVICE]["primary_key"]
+    apps, hpas = client.AppsV1Api(kube), client.AutoscalingV2Api(kube)
+
+    def ready_replicas() -> int:
+        return apps.read_namespaced_deployment(K8S_SERVICE, namespace).status.ready_replicas or 0
+
+    def utilization() -> Optional[int]:
+        metrics = hpas.read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace).status.current_metrics or []
+        return next((m.resource.current.average_utilization for m in metrics if m.resource), None)
+
+    _wait("the HPA reads the pods' CPU", lambda: utilization() is not None, 60)
+    with Load(cluster_uri(kube, namespace), key, clients=3) as load:
+        up = _wait("2 ready replicas under load", lambda: ready_replicas() == 2, 180)
+        busy = utilization()
+    down = _wait("back to 1 replica", lambda: apps.read_namespaced_deployment(K8S_SERVICE, namespace).spec.replicas == 1, 180)
+    print(f"\nHPA: {busy}% of the CPU request under load ({len(load.answers)} answered); 2 replicas ready "
+          f"{up:.0f}s after the load began; back to 1 {down:.0f}s after it stopped")
+    assert len(score(cluster_uri(kube, namespace), key)) == 2
+
+
+def test_a_broken_update_fails_in_bounded_time_and_the_old_version_keeps_answering(stack, project, lab, kube, namespace):
+    """An init() that raises: `pulumi up` fails once a healthy rollout would have finished
+    (components/aks_service.py: rollout_bounds), naming the Deployment and showing the script's
+    error (the container's termination message), while the previous version answers every request
+    during and after; `ml-deploy logs` shows the crashed container's log; fixing the script and
+    running `up` again recovers."""
     from kubernetes import client
 
     key = outputs(stack)["services"][K8S_SERVICE]["primary_key"]
@@ -410,8 +480,13 @@ def test_a_broken_update_fails_in_bounded_time_and_the_old_version_keeps_answeri
     print(f"\nbroken update: `pulumi up` failed after {took:.0f}s (progress deadline {deadline}s); "
           f"{len(load.answers) + len(load.failures)} requests meanwhile, {len(load.failures)} failed")
     assert f"{K8S_SERVICE}-deployment" in str(failed.value)
-    assert took < deadline + 60 + 90
+    assert "RuntimeError: the model file is corrupt" in str(failed.value), str(failed.value)[-3000:]
+    # rollout_bounds: the deadline, a second wave of the startup budget (2 replicas at most), a minute.
+    assert took < deadline + (deadline - 60) + 60 + 90
     assert load.failures == [] and load.answers
+    # The new pod's container has restarted (init() raised): its previous container's log is shown.
+    text = logs.read(outputs(stack)["services"][K8S_SERVICE]["logs"], tail=100, kubeconfig=lab["KUBECONFIG"])
+    assert "(previous container, restarted" in text and "the model file is corrupt" in text, text
     script.write_text(good)
     stack.up(on_output=lambda _: None)
     assert len(score(cluster_uri(kube, namespace), key)) == 2
