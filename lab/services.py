@@ -303,11 +303,11 @@ def _kubelet_config(lab: Lab) -> None:
     _write(base / "config.json", json.dumps(config, indent=1) + "\n")
 
 
-def _send(lab: Lab, method: str, path: str, body: dict) -> int:
+def _send(lab: Lab, method: str, path: str, body: dict, content_type: str = "application/json") -> int:
     """An API request as lab-admin: its HTTP status."""
     request = urllib.request.Request(
         KUBE_SERVER + path, data=json.dumps(body).encode(), method=method,
-        headers={"Authorization": f"Bearer {lab.token('lab-admin')}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Bearer {lab.token('lab-admin')}", "Content-Type": content_type})
     context = ssl.create_default_context(cafile=str(lab.pki / "ca.crt"))
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
@@ -361,7 +361,7 @@ def _metrics_server_setup(lab: Lab) -> None:
     for path, obj in metrics_server_objects(lab):
         status = _send(lab, "POST", path, obj)
         if status == 409:  # kept from an earlier `up`: made the same again
-            status = _send(lab, "PUT", f"{path}/{obj['metadata']['name']}", obj)
+            status = _send(lab, "PATCH", f"{path}/{obj['metadata']['name']}", obj, "application/merge-patch+json")
         if status >= 300:
             raise SystemExit(f"lab: {obj['kind']} {obj['metadata']['name']}: the API server answered {status}")
 
@@ -510,7 +510,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "metrics-server", lambda lab: str(lab.metrics_server_bin / "metrics-server"),
         # The resource metrics the HPA reads (metrics.k8s.io), scraped from the kubelet's
-        # /metrics/resource every 10 s (the least it takes; default 60 s), as the user its
+        # /metrics/resource every 10 s (the least it takes, default 60 s; a scrape must then finish in
+        # less: 5 s, default 10 s), as the user its
         # ClusterRole is bound to, checking the kubelet's certificate against the lab's CA.
         lambda lab: [
             f"--kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
@@ -519,7 +520,7 @@ SERVICES: tuple[Service, ...] = (
             f"--bind-address={NODE_IP}", f"--secure-port={METRICS_PORT}",
             f"--tls-cert-file={lab.pki / 'metrics-server.crt'}", f"--tls-private-key-file={lab.pki / 'metrics-server.key'}",
             f"--kubelet-certificate-authority={lab.pki / 'ca.crt'}", "--kubelet-preferred-address-types=InternalIP",
-            "--kubelet-use-node-status-port", "--metric-resolution=10s"],
+            "--kubelet-use-node-status-port", "--metric-resolution=10s", "--kubelet-request-timeout=5s"],
         pod_metrics_served, lambda _lab: f"https://{NODE_IP}:{METRICS_PORT} (metrics.k8s.io)", timeout_s=90,
         prepare=_metrics_server_setup),
 )

@@ -243,7 +243,8 @@ def stack_files() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ROOT.glob("Pulumi*.yaml"))}
 
 
-@pytest.mark.parametrize("block", RUN_HERE, ids=[b.where for b in RUN_HERE])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.where, marks=[pytest.mark.lab] if b.marker == NEEDS_LAB else [])
+                                   for b in RUN_HERE])
 def test_block_runs_as_written(block: Block, tmp_path: Path):
     if block.marker == NEEDS_LAB:
         lab_environ()  # skips, with the lab's status as the reason, unless the lab is up

@@ -19,6 +19,8 @@ import pytest
 
 from tests.helpers import engine_dir, lab_environ
 
+pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
+
 
 @pytest.fixture(scope="module")
 def lab_env() -> dict[str, str]:

@@ -2,7 +2,8 @@
 the image built by the docker-build provider (BuildKit) and pushed to the lab's registry, the
 Kubernetes objects sent by the Kubernetes provider to the lab's one-node cluster, whose pods run that
 image by digest and answer through the Service, and the image run as a container; then a no-op
-preview, a new score.py rolled out under load without a failed request, and destroy.
+preview, a new score.py rolled out under load without a failed request, a crash in run(), the HPA
+scaling up and down, a broken update, and destroy.
 
 Needs `bash scripts/lab up` (skipped otherwise, saying so). The project is copied to a temporary
 folder so that changing its script never touches the repository; the service's namespace is new for
@@ -29,6 +30,8 @@ from pulumi import automation as auto
 from cli import logs
 from cli.call import call
 from tests.helpers import ROOT, SEED, copy_project, engine_dir, engine_environ, lab_environ
+
+pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
 
 CACHE = Path(os.environ.get("ML_DEPLOY_CACHE", Path.home() / ".cache" / "ml-deploy")) / "lab"
 STACK = "lab"
@@ -446,11 +449,15 @@ def test_the_hpa_scales_the_service_up_under_load_and_back_down(stack, kube, nam
         metrics = hpas.read_namespaced_horizontal_pod_autoscaler(K8S_SERVICE, namespace).status.current_metrics or []
         return next((m.resource.current.average_utilization for m in metrics if m.resource), None)
 
+    def replicas() -> int:
+        return apps.read_namespaced_deployment(K8S_SERVICE, namespace).spec.replicas
+
     _wait("the HPA reads the pods' CPU", lambda: utilization() is not None, 60)
+    _wait("1 replica before the load (the rollout's load may have scaled it up)", lambda: replicas() == 1, 120)
     with Load(cluster_uri(kube, namespace), key, clients=3) as load:
         up = _wait("2 ready replicas under load", lambda: ready_replicas() == 2, 180)
         busy = utilization()
-    down = _wait("back to 1 replica", lambda: apps.read_namespaced_deployment(K8S_SERVICE, namespace).spec.replicas == 1, 180)
+    down = _wait("back to 1 replica", lambda: replicas() == 1, 180)
     print(f"\nHPA: {busy}% of the CPU request under load ({len(load.answers)} answered); 2 replicas ready "
           f"{up:.0f}s after the load began; back to 1 {down:.0f}s after it stopped")
     assert len(score(cluster_uri(kube, namespace), key)) == 2

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import ROOT, lab_environ
 
+pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
+
 LAB = ROOT / "scripts" / "lab"
 # Every executable the lab starts, and what those start (shims, runc, the pods' pause and python).
 LAB_PROGRAMS = {"dockerd", "docker-registry", "registry", "buildkitd", "etcd", "kube-apiserver",
