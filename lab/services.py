@@ -51,7 +51,6 @@ class Lab:
     builder: str
     base_image: str
     pulumi_home: str
-
     metrics_server_bin: Path
 
     @classmethod
@@ -113,8 +112,11 @@ def _quiet(*command: str) -> bool:
     return subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def _get(url: str, context: Optional[ssl.SSLContext] = None, token: str = "") -> Optional[bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def _get(url: str | urllib.request.Request, context: Optional[ssl.SSLContext] = None, token: str = "") -> Optional[bytes]:
+    """The body of a 200 answer to `url` (a URL or a request made already), None for any other
+    answer or failure."""
+    request = url if isinstance(url, urllib.request.Request) else urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=2, context=context) as response:
             return response.read() if response.status == 200 else None
@@ -129,8 +131,20 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
+def _api_request(lab: Lab, path: str, method: str = "GET", body: Optional[dict] = None,
+                 content_type: str = "application/json") -> urllib.request.Request:
+    """A request to the lab's API server as lab-admin."""
+    return urllib.request.Request(
+        KUBE_SERVER + path, data=None if body is None else json.dumps(body).encode(), method=method,
+        headers={"Authorization": f"Bearer {lab.token('lab-admin')}", "Content-Type": content_type})
+
+
+def _api_context(lab: Lab) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(lab.pki / "ca.crt"))
+
+
 def _api(lab: Lab, path: str) -> Optional[bytes]:
-    return _get(KUBE_SERVER + path, ssl.create_default_context(cafile=str(lab.pki / "ca.crt")), lab.token("lab-admin"))
+    return _get(_api_request(lab, path), _api_context(lab))
 
 
 def node_ready(lab: Lab) -> bool:
@@ -305,12 +319,9 @@ def _kubelet_config(lab: Lab) -> None:
 
 def _send(lab: Lab, method: str, path: str, body: dict, content_type: str = "application/json") -> int:
     """An API request as lab-admin: its HTTP status."""
-    request = urllib.request.Request(
-        KUBE_SERVER + path, data=json.dumps(body).encode(), method=method,
-        headers={"Authorization": f"Bearer {lab.token('lab-admin')}", "Content-Type": content_type})
-    context = ssl.create_default_context(cafile=str(lab.pki / "ca.crt"))
+    request = _api_request(lab, path, method, body, content_type)
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        with urllib.request.urlopen(request, timeout=10, context=_api_context(lab)) as response:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -357,7 +368,6 @@ def metrics_server_objects(lab: Lab) -> list[tuple[str, dict]]:
 
 
 def _metrics_server_setup(lab: Lab) -> None:
-    _component_kubeconfig(lab, "system:metrics-server")
     for path, obj in metrics_server_objects(lab):
         status = _send(lab, "POST", path, obj)
         if status == 409:  # kept from an earlier `up`: made the same again
@@ -511,12 +521,12 @@ SERVICES: tuple[Service, ...] = (
         "metrics-server", lambda lab: str(lab.metrics_server_bin / "metrics-server"),
         # The resource metrics the HPA reads (metrics.k8s.io), scraped from the kubelet's
         # /metrics/resource every 10 s (the least it takes, default 60 s; a scrape must then finish in
-        # less: 5 s, default 10 s), as the user its
-        # ClusterRole is bound to, checking the kubelet's certificate against the lab's CA.
+        # less: 5 s, default 10 s; metrics-server v0.8.0's cmd/metrics-server/app/options), as the
+        # user its ClusterRole is bound to, checking the kubelet's certificate against the lab's CA.
         lambda lab: [
-            f"--kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
-            f"--authentication-kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
-            f"--authorization-kubeconfig={lab.state / 'kube' / 'system-metrics-server.kubeconfig'}",
+            f"--kubeconfig={_component_kubeconfig(lab, 'system:metrics-server')}",
+            f"--authentication-kubeconfig={_component_kubeconfig(lab, 'system:metrics-server')}",
+            f"--authorization-kubeconfig={_component_kubeconfig(lab, 'system:metrics-server')}",
             f"--bind-address={NODE_IP}", f"--secure-port={METRICS_PORT}",
             f"--tls-cert-file={lab.pki / 'metrics-server.crt'}", f"--tls-private-key-file={lab.pki / 'metrics-server.key'}",
             f"--kubelet-certificate-authority={lab.pki / 'ca.crt'}", "--kubelet-preferred-address-types=InternalIP",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.services import SERVICES
 from tests.helpers import ROOT, lab_environ
 
 pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
@@ -25,7 +26,7 @@ LAB = ROOT / "scripts" / "lab"
 LAB_PROGRAMS = {"dockerd", "docker-registry", "registry", "buildkitd", "etcd", "kube-apiserver",
                 "kube-controller-manager", "kube-scheduler", "containerd", "containerd-shim-runc-v2",
                 "kubelet", "kube-proxy", "metrics-server", "pause"}
-LAB_PORTS = (5000, 2379, 2380, 6443, 10248, 10249, 10256, 10257, 10259)
+LAB_PORTS = tuple(port for service in SERVICES for port in service.ports)
 
 
 def _lab_processes(state: Path) -> list[str]:
