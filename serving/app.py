@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Optional
 
 from serving import aml_env
@@ -33,6 +32,7 @@ from serving.script import (
     request_headers,
     to_result,
 )
+from serving.protocol import new_request_id
 from serving.scoring_thread import RETRY_AFTER_S, ScoringThread, Unavailable
 from serving.settings import Settings
 from serving.swagger import Swagger, SwaggerNotFound
@@ -149,7 +149,7 @@ class ScoringApp:
     def _id_headers(self, headers: dict[bytes, bytes]) -> tuple[str, Headers, Optional[str]]:
         """The request id, the id headers to send back (as Azure ML does), or why the ids are refused."""
         given = headers.get(b"x-request-id") or headers.get(b"x-ms-request-id") or b""
-        request_id = given.decode("latin-1") or str(uuid.uuid4())
+        request_id = given.decode("latin-1") or new_request_id()
         # x-ms-request-id is the old name of x-ms-client-request-id: either one names the client's
         # id, and x-ms-request-id falls back to the request id.
         client = headers.get(b"x-ms-client-request-id") or headers.get(b"x-ms-request-id") or b""
@@ -157,7 +157,7 @@ class ScoringApp:
         refused = None
         if len(request_id) > REQUEST_ID_LIMIT or len(legacy) > REQUEST_ID_LIMIT or len(client) > REQUEST_ID_LIMIT:
             refused = f"x-request-id, x-ms-request-id and x-ms-client-request-id must not exceed {REQUEST_ID_LIMIT} characters"
-            request_id = str(uuid.uuid4())
+            request_id = new_request_id()
             legacy, client = request_id.encode(), b""
         out: Headers = [(b"x-request-id", request_id.encode("latin-1")), (b"x-ms-request-id", legacy)]
         if client:

@@ -1,8 +1,9 @@
-"""What each worker tells the master, in memory shared across the fork: one row of numbers per worker slot.
+"""What each worker tells the master and the other workers, in memory shared across the fork: one row of
+numbers per worker slot.
 
 Every field has one writer (the worker, or its scoring thread for RUN_STARTED), so no lock is needed:
-the master only reads, and a value a moment old is harmless (it decides where the next connection goes
-and whether a worker must be killed).
+the others only read, and a value a moment old is harmless (a worker decides from it whether to accept
+the next connection, and re-decides at its next change or tick; the master whether to kill a worker).
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ RETIRING = 1
 """1 once the worker has decided to exit (a stuck run()): it must get no more connections."""
 RUN_STARTED = 2
 """`time.monotonic()` when the running init()/run() started (one clock for all processes); 0 if idle."""
-RECEIVED = 3
-"""Connections the worker has taken from its channel."""
-ACTIVE = 4
+ACTIVE = 3
 """Connections with a request in progress or not yet sent (the worker's load), idle kept-alive ones excluded."""
-_FIELDS = 5
+_FIELDS = 4
 
 
 class WorkerTable:
@@ -36,12 +35,13 @@ class WorkerTable:
     def set(self, slot: int, field: int, value: float) -> None:
         self._cells[slot * _FIELDS + field] = value
 
-    def add(self, slot: int, field: int, delta: float) -> None:
-        self._cells[slot * _FIELDS + field] += delta
-
     def reset(self, slot: int) -> None:
         for field in range(_FIELDS):
             self._cells[slot * _FIELDS + field] = 0.0
+
+    def ready(self, slot: int) -> bool:
+        """Serving: init() has finished and the worker is not being replaced."""
+        return bool(self._cells[slot * _FIELDS + READY]) and not self._cells[slot * _FIELDS + RETIRING]
 
     def load(self, slot: int) -> float:
         """Connections in progress, plus one while the scoring thread is busy (a stuck run() counts)."""

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +18,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from serving.protocol import new_request_id
 from tests.helpers import (SEED, STARTUP_S, TEMPLATES, Served, serve, start_process, stop_process, wait_ready,
                            write_script)
 
@@ -58,6 +60,16 @@ def test_request_ids_are_echoed(sklearn_service):
     assert r.headers["x-ms-request-id"] == "abc-123" and r.headers["x-request-id"] == "abc-123"
     generated = sklearn_service.post(b"{bad")
     assert generated.headers["x-request-id"] == generated.json()["request_id"]
+    # Made here when the client sends none: a random version-4 UUID, as Azure ML's server makes them.
+    assert uuid.UUID(generated.headers["x-request-id"]).version == 4
+
+
+def test_generated_request_ids_are_distinct_version_4_uuids():
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 # ---- bad input: precise JSON errors, and the server stays up ------------------------------

@@ -221,6 +221,33 @@ def test_slow_requests_spread_across_workers(tmp_path):
         assert sorted(Counter(out["r"].json()["pid"] for _, out in calls).values()) == [2, 2]
 
 
+def test_workers_accept_for_themselves_the_master_serves_no_connection(tmp_path):
+    with serve(tmp_path, WORKER_COUNT="2") as svc:
+        svc.worker_pids(2)
+        # A stopped master can neither accept nor hand out connections: every answer below comes
+        # from a worker that took the connection from the listening socket itself.
+        svc.proc.send_signal(signal.SIGSTOP)
+        try:
+            answered = [svc.post("who") for _ in range(20)]
+        finally:
+            svc.proc.send_signal(signal.SIGCONT)
+        assert [r.status_code for r in answered] == [200] * 20, [r.text for r in answered]
+        assert svc.proc.pid not in {r.json()["pid"] for r in answered}
+
+
+def test_a_busy_worker_leaves_new_connections_to_an_idle_one(tmp_path):
+    with serve(tmp_path, WORKER_COUNT="2") as svc:
+        svc.worker_pids(2)
+        slow, out = in_background(svc.post, "sleep 3")
+        until(lambda: svc.started() == 1, "the slow run")
+        busy = int(next((svc.folder / "started").iterdir()).read_text())
+        # Each on a new connection while the slow run() goes on: all go to the idle worker, none waits.
+        assert all(svc.post("who").json()["pid"] != busy for _ in range(10))
+        assert slow.is_alive()
+        slow.join(DEADLINE_S)
+        assert out["r"].status_code == 200
+
+
 def test_a_crashed_worker_is_restarted(tmp_path):
     with serve(tmp_path, WORKER_COUNT="2") as svc:
         before = svc.worker_pids(2)
