@@ -72,7 +72,8 @@ def run_worker(settings: Settings, slot: int, table: shared.WorkerTable, listene
         http="httptools",
         loop="uvloop",
         access_log=False,
-        # As Azure ML's server (Flask without ProxyFix): X-Forwarded-For does not change the client address.
+        # As Azure ML's server, whose Flask app applies no ProxyFix (azureml-inference-server-http 1.5.1's
+        # source, read in .venv-reference): X-Forwarded-For does not change the client address.
         proxy_headers=False,
         log_level="warning",
         timeout_graceful_shutdown=settings.shutdown_grace_s,
@@ -178,7 +179,10 @@ class WorkerServer(uvicorn.Server):
             self._listening = bool(self.listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
             if not self._listening:
                 return False
-        return not any(table.ready(i) for i in self._others)
+        return self._no_other_ready()
+
+    def _no_other_ready(self) -> bool:
+        return not any(self.table.ready(i) for i in self._others)
 
     def _update_accepting(self) -> None:
         """Watch the listening socket while this worker should take connections, and not otherwise."""
@@ -285,16 +289,13 @@ class WorkerServer(uvicorn.Server):
         self.exit_code = REPLACED_EXIT
         self.should_exit = True
 
-    def _has_capacity_to_drain(self) -> bool:
-        return self.app.ready or not any(self.table.ready(i) for i in self._others)
-
     async def shutdown(self, sockets: Optional[list[socket.socket]] = None) -> None:
         # Clients already in the backlog have sent their requests: they are served (then closed), not
         # reset when the last process holding the socket closes it. A worker still in init() leaves them
         # to a ready one unless none is.
         self.guard.stopping = True
         self.guard.flush_notes(force=True)
-        if not self.retiring and self._listening and self._has_capacity_to_drain():
+        if not self.retiring and self._listening and (self.app.ready or self._no_other_ready()):
             self._accept(limit=self.settings.max_connections, drain=True)
         self._update_accepting()
         self.listener.close()
