@@ -5,6 +5,8 @@
     ./ml-deploy call --stack local --service NAME FILE # service.run
     ./ml-deploy logs --stack local --service NAME      # service.get_logs()
     ./ml-deploy promote --from staging --to prod       # pin staging's images and models into prod
+    ./ml-deploy traffic --stack dev --service NAME blue=0 green=100   # shift a service's traffic
+    ./ml-deploy batch run --stack local --job NAME --input rows.csv --output out/   # batch scoring
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ COMMANDS = {
     "call": ("cli.call", "post a JSON file to a service and print the answer (Azure ML's service.run)"),
     "logs": ("cli.logs", "print a deployed service's recent log (Azure ML's service.get_logs())"),
     "promote": ("cli.promote", "pin what one stack runs (images by digest, model versions) into another's config"),
+    "traffic": ("cli.traffic", "change a service's traffic split (blue/green, canary, mirror) in its stack config"),
+    "batch": ("cli.batch", "run a stack's batch scoring job over a CSV or a folder of files, on this machine"),
 }
 
 

@@ -1,6 +1,7 @@
 """`ml-deploy logs`: print a deployed service's recent log, as Azure ML's `service.get_logs()` does.
 
     ./ml-deploy logs --stack local --service diabetes-local [--tail 200]
+    ./ml-deploy logs --stack local --service churn --deployment green   # one deployment of a split service
     ./ml-deploy logs --stack dev --service diabetes-aci          # Azure credentials of the caller
     ./ml-deploy logs --stack prod --service diabetes-aks [--kubeconfig F] [--context C]
     ./ml-deploy logs --stack lab --service diabetes-container    # the container's log, from its engine
@@ -62,7 +63,8 @@ def locate(stack: str, service: str, root: Path = PROJECT_ROOT) -> dict[str, Any
     return source_from_config(stack, service, root)
 
 
-def read(source: dict[str, Any], tail: int, kubeconfig: Optional[str] = None, context: Optional[str] = None) -> str:
+def read(source: dict[str, Any], tail: int, kubeconfig: Optional[str] = None, context: Optional[str] = None,
+         deployment: Optional[str] = None) -> str:
     """The recent log from `source` (a service's `logs` output), by the reader its target declares
     for the source's `kind`."""
     readers = targets.log_readers()
@@ -70,7 +72,7 @@ def read(source: dict[str, Any], tail: int, kubeconfig: Optional[str] = None, co
     if kind not in readers:
         raise LogsError(f"unknown log source {json.dumps(source)}; this ml-deploy reads {', '.join(sorted(readers))}")
     try:
-        return readers[str(kind)](source, LogOptions(tail, kubeconfig, context))
+        return readers[str(kind)](source, LogOptions(tail, kubeconfig, context, deployment))
     except LogsUnavailable as err:
         raise LogsError(str(err)) from None
 
@@ -82,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=int, default=DEFAULT_TAIL, help=f"lines to print (default {DEFAULT_TAIL})")
     parser.add_argument("--kubeconfig", help="AKS: the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", help="AKS: the kubeconfig context to use")
+    parser.add_argument("--deployment", help="a service with deployments: the one to read (default: each, and its router)")
     errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
     with errors.one_line("ml-deploy logs", args.debug):
         source = locate(args.stack, args.service)
-        sys.stdout.write(read(source, args.tail, kubeconfig=args.kubeconfig, context=args.context))
+        sys.stdout.write(read(source, args.tail, kubeconfig=args.kubeconfig, context=args.context,
+                              deployment=args.deployment))
     return 0
 
 

@@ -214,6 +214,9 @@ class AzureMocks(pulumi.runtime.Mocks):
             if args.custom
             else None
         )
+        if resource_id and t.endswith("Version") and isinstance(state.get("version"), str):
+            # A versioned asset's id names its version (`.../environments/<name>/versions/<version>`).
+            resource_id += f"/versions/{state['version']}"
         return resource_id or f"{args.name}_id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict, Optional[list[tuple[str, str]]]]:

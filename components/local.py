@@ -7,9 +7,11 @@ The create/read/update/delete behind them lives in `providers/local.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 
@@ -18,6 +20,7 @@ from components.service import ScoringService
 from components.runtime import SECRET_OUTPUTS, ServiceRuntime
 from content.bundle import TAG_LEN, EnvironmentFile, content_digest, model_dir, scoring_bundle
 from content.model import BundledModel
+from providers.router import ServiceKeys, TrafficRouter
 from providers.local import (
     BundleProvider,
     EnvironmentProvider,
@@ -260,4 +263,90 @@ class LocalService(ScoringService):
         self.primary_key = pulumi.Output.secret(process.primary_key)
         self.secondary_key = pulumi.Output.secret(process.secondary_key)
         self.log_path = str(log_path(args.log_dir, name))
+        self.register_service_outputs()
+
+
+ROUTER_SOURCE = Path(__file__).resolve().parents[1] / "serving" / "router.py"
+
+
+@dataclass(frozen=True)
+class LocalDeploymentArgs:
+    """One deployment of a LocalEndpoint: an image bundle served by its own runtime process."""
+
+    name: str
+    bundle_path: pulumi.Input[str]
+    python: pulumi.Input[str]
+    """The python of the image's environment (a LocalEnvironment's)."""
+    model_dir: str
+    workers: int
+    traffic: int
+    """Percent of the service's requests it answers."""
+
+
+@dataclass(frozen=True)
+class LocalEndpointArgs:
+    """Inputs of a LocalEndpoint."""
+
+    deployments: list[LocalDeploymentArgs]
+    log_dir: str
+    runtime: ServiceRuntime
+    """The service's runtime: timeout and auth for every deployment, TLS for the router."""
+    mirror: dict[str, int] = field(default_factory=dict)
+    """Deployment -> percent of the requests copied to it, its answers dropped."""
+    port: int = 0
+    """The router's port; 0 picks a free port at create time and keeps it."""
+
+
+class LocalEndpoint(ScoringService):
+    """A service with deployments on this machine: each deployment the scoring runtime on a loopback
+    port of its own, with the service's keys; the service's URI a router (serving/router.py) on the
+    service's port that splits the traffic between them. The split is the router's input alone, so
+    changing it updates that one resource; a deployment is ready before the router is told of it."""
+
+    log_paths: dict[str, str]
+    """Each deployment's runtime log, and the router's under `router`."""
+
+    def __init__(self, name: str, args: LocalEndpointArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(f"{TOKEN_PREFIX}:LocalEndpoint", name, None, opts)
+        runtime = args.runtime
+        given: Any = None
+        if runtime.auth_enabled:
+            keys = ServiceKeys(f"{name}-keys", name, opts=pulumi.ResourceOptions(parent=self))
+            given = pulumi.Output.secret(pulumi.Output.all(keys.primary_key, keys.secondary_key))
+            self.primary_key = pulumi.Output.secret(keys.primary_key)
+            self.secondary_key = pulumi.Output.secret(keys.secondary_key)
+        else:
+            self.primary_key = self.secondary_key = pulumi.Output.secret("")
+        # The deployments speak plain HTTP on loopback; TLS is the router's, on the service's port.
+        process_inputs = runtime.process_inputs()
+        tls = {k: process_inputs.pop(k) for k in ("tls_cert_pem", "tls_key_pem") if k in process_inputs}
+        inputs = process_inputs
+        ports: list[pulumi.Output[Any]] = []
+        self.log_paths = {}
+        for d in args.deployments:
+            service = f"{name}-{d.name}"
+            process = ServiceProcess(
+                service,
+                {"service": service, "bundle": d.bundle_path, "python": d.python, "model_dir": d.model_dir,
+                 "log_dir": args.log_dir, "port": 0, **inputs, "workers": d.workers,
+                 **({"keys_given": given} if given is not None else {})},
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=[*SECRET_OUTPUTS, "keys_given"]),
+            )
+            ports.append(process.bound_port)
+            self.log_paths[d.name] = str(log_path(args.log_dir, service))
+        routes = pulumi.Output.all(*ports).apply(lambda bound: [
+            {"name": d.name, "port": port, "traffic": d.traffic} for d, port in zip(args.deployments, bound)])
+        router = TrafficRouter(
+            f"{name}-traffic",
+            {"service": name, "port": args.port, "log_dir": args.log_dir, "python": sys.executable,
+             "runtime_root": str(ROUTER_SOURCE.parents[1]),
+             # A new router (from an upgraded ml-deploy) replaces the running one; nothing else restarts it.
+             "runtime_digest": hashlib.sha256(ROUTER_SOURCE.read_bytes()).hexdigest()[:16],
+             "timeout_ms": runtime.timeout_ms, "routes": routes, "mirror": dict(args.mirror),
+             **tls},
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["tls_key_pem"]),
+        )
+        self.log_paths["router"] = str(log_path(args.log_dir, name))
+        self.scoring_uri = router.scoring_uri
+        self.swagger_uri = router.swagger_uri
         self.register_service_outputs()

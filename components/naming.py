@@ -51,6 +51,11 @@ class Kind(Enum):
     # IoT hubs: 3-50 letters, digits and hyphens, not ending with a hyphen; part of the public host
     # name `<name>.azure-devices.net`.
     IOT_HUB = NameRule(3, 50, r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", r"[A-Za-z0-9-]", "-", True, True)
+    # Azure ML online endpoints: "Begin with a letter", "Be 3-32 characters in length", "Only consist of
+    # letters and numbers", single dashes accepted, unique within the region
+    # (learn.microsoft.com/azure/machine-learning/how-to-manage-quotas#azure-machine-learning-online-endpoints-and-batch-endpoints);
+    # lowercase, as the name is the scoring URI's host.
+    ONLINE_ENDPOINT = NameRule(3, 32, r"[a-z](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, True)
     # Container registry scope maps and tokens: 5-50 letters, digits, hyphens and underscores.
     REGISTRY_TOKEN = NameRule(5, 50, r"[A-Za-z0-9_-]+", r"[A-Za-z0-9_-]", "-", False, False)
 

@@ -11,15 +11,24 @@ from typing import Any, Iterable, Mapping, Optional
 import pulumi
 from pydantic import BaseModel, Field, ValidationError
 
-from infra.schema import (BUILD_KEYS, DIGEST_REF, PROJECT, PROJECT_ROOT, PROMOTE_COMMAND, STACK_NAME, ImageBase,
-                          ImageConfig, ModelConfig, PromotedConfig, ServiceBase, StackConfig, Strict, TlsSettings,
-                          WorkspaceConfig)
+from infra.schema import (BATCH_TARGETS, BUILD_KEYS, DIGEST_REF, PROJECT, PROJECT_ROOT, PROMOTE_COMMAND, STACK_NAME, ImageBase,
+                          BatchJobConfig, ImageConfig, ModelConfig, PromotedConfig, ServiceBase, SplitService, StackConfig, Strict,
+                          TlsSettings, WorkspaceConfig)
 from infra.targets import Target, registry
 from infra.vm_sizes import CLOCK, ENDED_TARGETS
 
 # The config keys every stack may set, in the order of the Azure ML workflow. Targets add their own
 # shared sections (`aks_clusters`, ...) through the target registry (infra/targets/).
-KEYS = ("workspace", "models", "images", "services", "promote_from", "promoted")
+KEYS = ("workspace", "models", "images", "services", "batch", "promote_from", "promoted")
+
+SPLIT_KEYS = {"deployments", "mirror_traffic"}
+"""What only a service whose target can split traffic sets (a `SplitService`)."""
+
+
+def split_targets(targets: Mapping[str, Target[Any]]) -> list[str]:
+    """The targets whose services can have deployments and a traffic split."""
+    return [name for name, t in targets.items() if issubclass(t.config, SplitService)]
+
 
 class ConfigError(pulumi.RunError):
     """The stack config is invalid. The message lists every problem with its config path."""
@@ -86,6 +95,11 @@ def _validate_services(raw: Any, targets: dict[str, Target[Any]], root: Path) ->
             problems.append(f"{path}.target: " + (ended(CLOCK.today()) if ended else
                                                   f"unknown target {name!r} (one of: {known})"))
             continue
+        if not issubclass(target.config, SplitService):
+            for key in sorted(SPLIT_KEYS & set(item)):
+                problems.append(f"{path}.{key}: target {name!r} runs one image per service and does not split "
+                                f"traffic between deployments (targets that do: {', '.join(split_targets(targets))})")
+            item = {k: v for k, v in item.items() if k not in SPLIT_KEYS}
         try:
             services.append(target.config.model_validate(item, context={"root": root}))
         except ValidationError as err:
@@ -97,7 +111,8 @@ def _common_problems(cfg: StackConfig, targets: dict[str, Target[Any]]) -> list[
     problems: list[str] = []
     if cfg.workspace.registry is not None and cfg.workspace.kind != "local":
         problems.append("workspace.registry: only with kind: local (an Azure workspace pushes to its own registry)")
-    lists: list[tuple[str, list[Any]]] = [("models", cfg.models), ("images", cfg.images), ("services", cfg.services)]
+    lists: list[tuple[str, list[Any]]] = [("models", cfg.models), ("images", cfg.images), ("services", cfg.services),
+                                          ("batch", cfg.batch)]
     lists += list(cfg.sections.items())
     for key, items in lists:
         seen: dict[str, int] = {}
@@ -118,14 +133,30 @@ def _common_problems(cfg: StackConfig, targets: dict[str, Target[Any]]) -> list[
     image_names = {im.name for im in cfg.images}
     kind = cfg.workspace.kind
     for i, service in enumerate(cfg.services):
-        if service.image not in image_names:
+        problems += service.image_problems(f"services[{i}]")
+        if service.image is not None and service.image not in image_names:
             problems.append(f"services[{i}].image: no image named {service.image!r} in images")
+        for j, deployment in enumerate(getattr(service, "deployments", None) or []):
+            if deployment.image not in image_names:
+                problems.append(f"services[{i}].deployments[{j}].image: no image named {deployment.image!r} in images")
         if isinstance(service, TlsSettings):
             problems += service.tls_problems(f"services[{i}]")
         target = targets[service.target]
         if kind not in target.workspace_kinds:
             problems.append(f"services[{i}].target: {service.target!r} needs a workspace of kind "
                             f"{' or '.join(target.workspace_kinds)} (workspace.kind is {kind!r})")
+    for i, job in enumerate(cfg.batch):
+        if job.image not in image_names:
+            problems.append(f"batch[{i}].image: no image named {job.image!r} in images")
+        if job.target not in BATCH_TARGETS:
+            problems.append(f"batch[{i}].target: unknown batch target {job.target!r} (one of: {', '.join(BATCH_TARGETS)})")
+        elif job.target != "local":
+            problems.append(f"batch[{i}].target: {job.target!r} batch jobs are not built yet in this version; "
+                            "`local` is (see docs/batch.md)")
+        elif kind != "local":
+            problems.append(f"batch[{i}].target: 'local' needs a workspace of kind local (workspace.kind is {kind!r})")
+        if job.target == "local" and job.instance_count != 1:
+            problems.append(f"batch[{i}].instance_count: a local job runs on this machine: scale it with max_concurrency")
     for target in targets.values():
         for key in target.sections:
             if cfg.sections.get(key) and kind not in target.workspace_kinds:
@@ -220,10 +251,13 @@ def parse(raw: dict[str, Any], root: Path = PROJECT_ROOT, stack: Optional[str] =
         problems += section_problems
     services, service_problems = _validate_services(raw.get("services", []), targets, root)
     problems += service_problems
+    batch, batch_problems = _validate_list("batch", raw.get("batch", []), BatchJobConfig, root)
+    problems += batch_problems
     if problems or common is None:
         raise ConfigError(problems)
     cfg = StackConfig(common.workspace, common.models, images, services, sections,
-                      promote_from=common.promote_from, promoted=common.promoted)
+                      promote_from=common.promote_from, promoted=common.promoted,
+                      batch=[b for b in batch if isinstance(b, BatchJobConfig)])
     problems = _promotion_problems(cfg, stack) + _common_problems(cfg, targets)
     for target in targets.values():
         problems += target.check(cfg)

@@ -134,6 +134,8 @@ class LogOptions:
     """Kubernetes: the kubeconfig (default: $KUBECONFIG or ~/.kube/config)."""
     context: Optional[str] = None
     """Kubernetes: the kubeconfig context."""
+    deployment: Optional[str] = None
+    """A service with deployments: the one to read (default: each)."""
 
 
 LogReader = Callable[[Mapping[str, Any], LogOptions], str]

@@ -24,7 +24,7 @@ from infra import config, promotion, targets
 from infra.config import ConfigError
 from infra.deploy import DeployContext, PromotedImage
 from infra.promotion import Source
-from infra.schema import PROJECT_ROOT, ImageConfig, StackConfig
+from infra.schema import PROJECT_ROOT, ImageConfig, SplitService, StackConfig
 
 BUILD_ROOT = PROJECT_ROOT / ".ml-deploy" / "build"
 """Generated image build contexts. Absolute: provider plugins resolve relative paths against
@@ -50,6 +50,8 @@ def main() -> None:
     images = {name: im.image_ref for name, im in ctx.images.items()}
     images.update({name: im.image_ref for name, im in ctx.container_images.items()})
     export(workspace_out, models_out, images, services, {name: _digest_ref(im) for name, im in ctx.images.items()})
+    if cfg.batch:
+        pulumi.export("batch", deploy_batch(ctx))
 
 
 def _digest_ref(image: ScoringImage | LocalImage | PromotedImage | PromotedBundle) -> pulumi.Input[str]:
@@ -183,11 +185,29 @@ def deploy_services(ctx: DeployContext) -> dict[str, dict[str, Any]]:
             "secondary_key": pulumi.Output.secret(deployed.service.secondary_key),
             "logs": dict(deployed.logs),
         }
+        if isinstance(svc, SplitService) and svc.deployments:
+            # What runs behind the service, as configured: the split a preview of a shift changes.
+            services[svc.name]["deployments"] = {d.name: {"image": d.image, "traffic": d.traffic}
+                                                 for d in svc.deployments}
+            if svc.mirror_traffic:
+                services[svc.name]["mirror_traffic"] = dict(svc.mirror_traffic)
         clash = set(deployed.outputs) & set(services[svc.name])
         if clash:
             raise RuntimeError(f"target {svc.target!r} outputs {sorted(clash)}, which the service contract owns")
         services[svc.name].update(deployed.outputs)
     return services
+
+
+def deploy_batch(ctx: DeployContext) -> dict[str, dict[str, Any]]:
+    """Each batch job through its target: what `ml-deploy batch run` needs to run it, by job name."""
+    registered = targets.registry()
+    jobs: dict[str, dict[str, Any]] = {}
+    for job in ctx.cfg.batch:
+        run = registered[job.target].batch
+        assert run is not None, "config validation admits only targets that run batch jobs"
+        jobs[job.name] = {"target": job.target, "image": job.image, **run(ctx, job),
+                          "settings": job.model_dump(exclude={"name", "image", "target"})}
+    return jobs
 
 
 def export(

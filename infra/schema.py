@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Mapping, Optional, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -263,8 +263,9 @@ class ServiceBase(Strict):
     """Azure ML web service name: 3-32 lowercase letters, digits and hyphens, starting with a letter."""
     target: Any
     """The target's name; each target's subclass narrows it to `Literal["<name>"]`."""
-    image: str
-    """An image name from `images`."""
+    image: Optional[str] = None
+    """An image name from `images`; required, except on a service with `deployments` (a
+    `SplitService`), where each deployment names its own."""
     description: str = Field(default="", max_length=TAG_VALUE_MAX)
     tags: dict[str, str] = Field(default_factory=dict)
     """Azure resource tags on what the service creates; labels on its Kubernetes objects."""
@@ -276,6 +277,137 @@ class ServiceBase(Strict):
     @classmethod
     def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
         return _check_tags(tags)
+
+    @property
+    def image_name(self) -> str:
+        """The one image of a service without deployments (validated to be set: infra/config.py)."""
+        assert self.image is not None, "a service without deployments names its image"
+        return self.image
+
+    def image_names(self) -> list[str]:
+        """Every image the service runs: its one image, or each deployment's."""
+        return [self.image] if self.image is not None else []
+
+    def image_problems(self, path: str) -> list[str]:
+        """Cross-field checks of where the service's image comes from, each naming its config path."""
+        return [] if self.image is not None else [f"{path}.image: required (an image name from images)"]
+
+
+# Azure ML's online deployment names, which every target's deployments share: 3-32 characters,
+# letters, digits and hyphens, starting with a letter (learn.microsoft.com/azure/machine-learning/
+# how-to-manage-quotas#azure-machine-learning-online-endpoints-and-batch-endpoints); lowercase here,
+# as they also name Kubernetes objects and processes.
+DEPLOYMENT_NAME = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
+MIRROR_MAX_PERCENT = 50
+"""Mirrored traffic in all, at most (Azure ML's limit; see SplitService)."""
+
+
+class DeploymentBase(Strict):
+    """One entry of a service's `deployments` (Azure ML v2's online deployment): an image serving the
+    share of the service's requests its `traffic` says."""
+
+    name: str = Field(pattern=DEPLOYMENT_NAME)
+    image: str
+    """An image name from `images`."""
+    traffic: int = Field(default=0, ge=0, le=100)
+    """Percent of the service's requests this deployment answers."""
+
+
+D = TypeVar("D", bound=DeploymentBase)
+
+
+class SplitService(ServiceBase, Generic[D]):
+    """A service whose target can run several deployments behind one URI and split the traffic
+    between them (blue/green, canary), optionally mirroring a share to one that answers nobody."""
+
+    MIRRORS: ClassVar[bool] = True
+    """Whether the target can mirror traffic (`mirror_traffic`)."""
+    deployments: Optional[Sequence[D]] = Field(default=None, min_length=1)
+    """Instead of `image`: the deployments behind the service, each with its share of the traffic
+    (each target's own `DeploymentBase` subclass)."""
+    mirror_traffic: dict[str, int] = Field(default_factory=dict)
+    """Deployment name -> percent of the live requests also sent to it, its answers dropped."""
+
+    def image_names(self) -> list[str]:
+        return [d.image for d in self.deployments] if self.deployments else super().image_names()
+
+    def image_problems(self, path: str) -> list[str]:
+        if self.deployments is None:
+            problems = super().image_problems(path)
+            if self.mirror_traffic:
+                problems.append(f"{path}.mirror_traffic: only with deployments (it names the deployment to mirror to)")
+            return problems
+        if self.image is not None:
+            return [f"{path}.image: not with deployments (each deployment names its image): remove one of them"]
+        return self.traffic_problems(path, {d.name: d.traffic for d in self.deployments}, self.mirror_traffic)
+
+    def traffic_problems(self, path: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> list[str]:
+        """Azure ML's traffic rules, for every target alike (learn.microsoft.com/azure/machine-learning/
+        how-to-safely-rollout-online-endpoints): "The total traffic percentage must sum to either 0%
+        (to disable traffic) or 100%"; "The maximum percentage of traffic you can mirror is 50%"; "You
+        can mirror traffic to only one deployment in an endpoint"; "A deployment can be configured to
+        receive only live traffic or mirrored traffic, not both"."""
+        problems: list[str] = []
+        names = [d.name for d in self.deployments or []]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                problems.append(f"{path}.deployments[{j}].name: {name!r} is already used by "
+                                f"deployments[{names.index(name)}]")
+        total = sum(traffic.values())
+        if total not in (0, 100):
+            shares = ", ".join(f"{n}={w}" for n, w in traffic.items())
+            problems.append(f"{path}.deployments: traffic sums to {total} ({shares}); it must sum to 100 "
+                            "(or be 0 everywhere)")
+        if mirror and not self.MIRRORS:
+            problems.append(f"{path}.mirror_traffic: target {self.target!r} cannot mirror traffic "
+                            "(online_endpoint and local can)")
+            return problems
+        for name, share in mirror.items():
+            where = f"{path}.mirror_traffic.{name}"
+            if name not in traffic:
+                problems.append(f"{where}: no deployment named {name!r} (deployments: {', '.join(traffic)})")
+            elif traffic[name] > 0:
+                problems.append(f"{where}: {name!r} has live traffic ({traffic[name]}%); only a deployment with "
+                                "traffic 0 can be mirrored to")
+            if not 0 < share <= 100:
+                problems.append(f"{where}: {share} is not a percent between 1 and 100")
+        if len(mirror) > 1:
+            problems.append(f"{path}.mirror_traffic: mirrors to {len(mirror)} deployments; traffic can be "
+                            "mirrored to one deployment only")
+        if sum(mirror.values()) > MIRROR_MAX_PERCENT:
+            problems.append(f"{path}.mirror_traffic: {sum(mirror.values())}% in all; at most "
+                            f"{MIRROR_MAX_PERCENT}% of the traffic can be mirrored")
+        return problems
+
+
+BATCH_TARGETS = ("local", "kubernetes", "aks", "batch_endpoint")
+"""Where a batch job can run, as the config names them; `local` is built (the others: docs/batch.md)."""
+
+
+class BatchJobConfig(Strict):
+    """One entry of `ml-deploy:batch`: a batch scoring job running an image's score.py over a CSV or a
+    folder of files. Defaults are Azure ML's batch deployment settings (azure.ai.ml's
+    ModelBatchDeploymentSettings: mini_batch_size 10, max_concurrency_per_instance 1, output_action
+    append_row, output_file_name predictions.csv; BatchDeployment: error_threshold -1)."""
+
+    name: str = Field(pattern=SERVICE_NAME)
+    image: str
+    """An image name from `images`: its score.py, environment and models."""
+    target: str = "local"
+    mini_batch_size: int = Field(default=10, ge=1)
+    """Rows (CSV input) or files (a folder) per run() call."""
+    max_concurrency: int = Field(default=1, ge=1, le=64)
+    """Worker processes, each calling init() once."""
+    instance_count: int = Field(default=1, ge=1)
+    error_threshold: int = Field(default=-1, ge=-1)
+    """Failed items allowed before the job fails; -1: no limit."""
+    retries: int = Field(default=2, ge=0)
+    """More tries of a mini-batch whose run() raised, before its items are tried one by one."""
+    output_action: Literal["append_row", "summary_only"] = "append_row"
+    output_file_name: str = Field(default="predictions.csv", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+    input_format: Optional[Literal["tabular", "json_rows", "files"]] = None
+    """How run() gets a mini-batch: a DataFrame (`tabular`, CSV input's default), `{"data": rows}` as
+    the online service gets it (`json_rows`), or file paths (`files`, a folder's default)."""
 
 
 class PromotedConfig(Strict):
@@ -370,6 +502,8 @@ class StackConfig:
     """The stack whose images and model versions this one runs, instead of building its own."""
     promoted: Optional[PromotedConfig] = None
     """With `promote_from`: the pinned images and model versions."""
+    batch: list[BatchJobConfig] = field(default_factory=list)
+    """Batch scoring jobs (`ml-deploy:batch`)."""
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.models if m.name == name)

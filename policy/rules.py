@@ -206,6 +206,31 @@ def production_replicas(args: ResourceArgs, report_violation: ReportViolation) -
                          f"in the service's single_replica_reason")
 
 
+# ---- online-deployment-instances ----------------------------------------------------------------
+
+ONLINE_DEPLOYMENT = "azure-native:machinelearningservices:OnlineDeployment"
+ONLINE_DEPLOYMENT_MIN_INSTANCES = 2
+
+
+def online_deployment_instances(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """An online deployment of a production stack runs 2+ instances (advisory).
+
+    With one, an instance's upgrade or failure leaves the deployment nothing to answer with; Microsoft
+    recommends "at least 3" in production (learn.microsoft.com/azure/machine-learning/
+    reference-yaml-deployment-managed-online, `instance_count`). A deployment is judged on its own:
+    one that takes no live traffic (green before the switch) may ignore the advice.
+    """
+    if args.resource_type != ONLINE_DEPLOYMENT or stack_of(args.urn) in UNPROTECTED_STACKS:
+        return
+    capacity = int(((args.props.get("sku") or {}).get("capacity")) or 1)
+    if capacity < ONLINE_DEPLOYMENT_MIN_INSTANCES:
+        name = args.props.get("deploymentName") or args.name
+        report_violation(f"online deployment {name} runs {capacity} instance on production stack "
+                         f"{stack_of(args.urn)!r}: an instance's upgrade or failure leaves it nothing to answer with; "
+                         f"set instance_count to {ONLINE_DEPLOYMENT_MIN_INSTANCES} or more (Microsoft recommends 3) "
+                         "once it takes live traffic")
+
+
 # ---- stateful-resources-protected ---------------------------------------------------------------
 
 STATEFUL_TYPES = frozenset({
@@ -512,6 +537,8 @@ def rules(promoted: Optional[Callable[[str], bool]] = None) -> list[Rule]:
              on_stacks(False, public_service_tls)),
         Rule("production-replicas", True, "Production services run 2+ replicas, or say why one is enough.",
              production_replicas),
+        Rule("online-deployment-instances", False,
+             "Online deployments of production stacks run 2+ instances (advisory).", online_deployment_instances),
         Rule("stateful-resources-protected", True, "Stateful resources are protected outside dev, local and lab stacks.",
              stateful_resources_protected),
         Rule("promoted-images-by-digest", True, "Promoted stacks run images pinned by digest.",

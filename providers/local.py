@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pulumi
 from pulumi.dynamic import (
@@ -440,7 +440,7 @@ def runtime_shares_ports(bundle: Path) -> bool:
         return False
 
 
-class _ReadySignal:
+class ReadySignal:
     """Where a starting service reports readiness: systemd's sd_notify protocol (sd_notify(3), NOTES:
     "a single datagram with the state string as payload to the AF_UNIX socket referenced in the
     $NOTIFY_SOCKET environment variable"; `@name` is an abstract socket, so no file to clean up).
@@ -535,7 +535,7 @@ def start_failure(service: str, what: str, output: str, log: Path) -> str:
             f"\nits output (from {log}):\n{shown or '(nothing)'}")
 
 
-def _read_from(log: Path, offset: int) -> str:
+def read_from(log: Path, offset: int) -> str:
     with log.open("rb") as f:
         f.seek(offset)
         return f.read().decode(errors="replace")
@@ -549,7 +549,6 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...], share_port: 
     """
     bundle = Path(props["bundle"])
     log = log_path(props["log_dir"], props["service"])
-    log.parent.mkdir(parents=True, exist_ok=True)
     settings = process.settings(
         props, port, keys, process.write_tls(tls_dir(props), props),
         entry_script=str(bundle / APP_DIR / SCRIPT_NAME), model_dir=str(bundle / APP_DIR / props["model_dir"]),
@@ -559,35 +558,43 @@ def _start(props: dict[str, Any], port: int, keys: tuple[str, ...], share_port: 
     # The environment's venv is what runs the service, not the project's own (or the provider's).
     env.pop("VIRTUAL_ENV", None)
     env.pop(runtime.NOTIFY_SOCKET, None)  # pulumi's own, were it run by systemd
-    ready_signal = _ReadySignal() if share_port else None
+    ready_signal = ReadySignal() if share_port else None
     if ready_signal is not None:
         env[runtime.NOTIFY_SOCKET] = ready_signal.address
     try:
-        with log.open("ab") as out:
-            # The log is appended to across starts: a failure shows this start's output only.
-            offset = out.seek(0, os.SEEK_END)
-            proc = subprocess.Popen(
-                [props["python"], "-m", "serving", "--host", "127.0.0.1"],
-                cwd=bundle / APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                # Its own session: the service outlives the provider process that started it.
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        try:
-            ready = ready_signal.wait(proc, deadline) if ready_signal else _poll_ready(proc, settings, deadline)
-        except TimeoutError:
-            _stop_child(proc)
-            raise RuntimeError(start_failure(props["service"], f"was not ready within {READY_TIMEOUT_S}s (stopped it)",
-                                             _read_from(log, offset), log)) from None
-        except BaseException:
-            _stop_child(proc)  # no process the state will not record is left running
-            raise
+        return launch(props["service"], "", [props["python"], "-m", "serving", "--host", "127.0.0.1"],
+                      bundle / APP_DIR, env, log,
+                      ready_signal.wait if ready_signal else lambda proc, deadline: _poll_ready(proc, settings, deadline))
     finally:
         if ready_signal is not None:
             ready_signal.close()
+
+
+def launch(service: str, what: str, command: list[str], cwd: Path, env: dict[str, str], log: Path,
+           wait_ready: Callable[[subprocess.Popen, float], bool]) -> tuple[int, Optional[int]]:
+    """Start `command` in a session of its own (it outlives the provider process), its output appended
+    to `log`, and wait until `wait_ready(proc, deadline)` says it is ready: (pid, start time; see
+    process_started). RuntimeError naming `service` (and `what`, e.g. "router ") with this start's
+    output when it exits or is not ready in time, the process stopped."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        # The log is appended to across starts: a failure shows this start's output only.
+        offset = out.seek(0, os.SEEK_END)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        ready = wait_ready(proc, time.monotonic() + READY_TIMEOUT_S)
+    except TimeoutError:
+        _stop_child(proc)
+        raise RuntimeError(start_failure(service, f"{what}was not ready within {READY_TIMEOUT_S}s (stopped it)",
+                                         read_from(log, offset), log)) from None
+    except BaseException:
+        _stop_child(proc)  # no process the state will not record is left running
+        raise
     if not ready:
-        raise RuntimeError(start_failure(props["service"], f"exited with {proc.returncode} before it was ready",
-                                         _read_from(log, offset), log))
+        proc.wait()
+        raise RuntimeError(start_failure(service, f"{what}exited with {proc.returncode} before it was ready",
+                                         read_from(log, offset), log))
     return proc.pid, process_started(proc.pid)
 
 
@@ -603,15 +610,15 @@ def _stop_child(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _stop(pid: int, port: Optional[int] = None) -> None:
+def stop_process(pid: int, port: Optional[int] = None, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM the service's process group and wait until it drained its requests and exited (and,
-    given `port`, until that port is free); SIGKILL past STOP_TIMEOUT_S."""
+    given `port`, until that port is free); SIGKILL past `timeout_s`."""
     if process_alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and (process_alive(pid) or (port is not None and not port_free(port))):
         time.sleep(0.05)
     if process_alive(pid):
@@ -630,11 +637,19 @@ def tls_dir(props: dict[str, Any]) -> Path:
     return Path(props["log_dir"]).parent / "tls" / props["service"]
 
 
-def _check_port(service: str, port: int) -> None:
+def check_port(service: str, port: int) -> None:
     # A port shared with SO_REUSEPORT would also be shared with a stray process left listening on it
     # (started with the same flag by hand, or orphaned from a lost state): both would answer.
     if not port_free(port):
         raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
+
+
+def _keys(props: dict[str, Any], olds: Optional[dict[str, Any]] = None) -> tuple[str, str]:
+    """The keys a service accepts: given (a deployment takes its service's, `keys_given`), or its own."""
+    given = props.get("keys_given")
+    if props.get("auth_enabled") and given:
+        return str(given[0]), str(given[1])
+    return process.keys(bool(props["auth_enabled"]), olds)
 
 
 class ServiceProvider(ResourceProvider):
@@ -644,7 +659,7 @@ class ServiceProvider(ResourceProvider):
     only once the new one is ready, like a Kubernetes rolling update with maxUnavailable 0: a new
     version whose init() fails leaves the old one serving, and the state keeps its outputs. Both
     processes bind the port with SO_REUSEPORT; the new one listens only once a worker finished
-    init() (so it takes no connection before), then reports READY=1 (see _ReadySignal). On SIGTERM
+    init() (so it takes no connection before), then reports READY=1 (see ReadySignal). On SIGTERM
     the old master accepts what is queued on its listener before closing it, and drains those
     requests: only connections arriving in the microseconds between its last accept() and close()
     can be reset (Linux's net.ipv4.tcp_migrate_req would hand even those over, but it is a
@@ -653,8 +668,8 @@ class ServiceProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         port = int(props["port"]) or free_port()
-        _check_port(props["service"], port)
-        keys = process.keys(bool(props["auth_enabled"]))
+        check_port(props["service"], port)
+        keys = _keys(props)
         shared = runtime_shares_ports(Path(props["bundle"]))
         pid, started = _start(props, port, keys, shared)
         return CreateResult(id_=f"{props['service']}:{pid}", outs=_outputs(props, pid, started, port, keys, shared))
@@ -662,7 +677,7 @@ class ServiceProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # tls_cert_file and tls_key_file: the PEM paths an earlier ml-deploy passed, now the PEMs themselves.
         keys = ("bundle", "python", "model_dir", "port", "service", "log_dir", *process.RUNTIME_INPUTS,
-                "tls_cert_file", "tls_key_file")
+                "keys_given", "tls_cert_file", "tls_key_file")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         # The process the state records is gone: an update starts it again, so that a plain preview
         # shows the drift. Only with a recorded pid: the offline plan's mock states (cli/diff.py) have none.
@@ -674,7 +689,7 @@ class ServiceProvider(ResourceProvider):
         service = news["service"]
         old_pid, old_port = int(olds.get("pid") or 0), int(olds.get("bound_port") or 0)
         port = int(news["port"]) or old_port or free_port()
-        keys = process.keys(bool(news["auth_enabled"]), olds)
+        keys = _keys(news, olds)
         shared = runtime_shares_ports(Path(news["bundle"]))
         running = service_running(olds)
         if running and port == old_port and not (shared and olds.get("port_shared")):
@@ -684,10 +699,10 @@ class ServiceProvider(ResourceProvider):
                    else "cannot hand its port to the new bundle's runtime (built by an earlier ml-deploy)")
             pulumi.log.warn(f"service {service}: the running process (pid {old_pid}) {why}: stopping it before "
                             "starting the new version, so the service is down until that one is ready")
-            _stop(old_pid, old_port)
+            stop_process(old_pid, old_port)
             running = False
         if not running or port != old_port:
-            _check_port(service, port)
+            check_port(service, port)
         try:
             pid, started = _start(news, port, keys, shared)
         except RuntimeError as err:
@@ -696,7 +711,7 @@ class ServiceProvider(ResourceProvider):
                                    "fix the script and run `up` again") from None
             raise
         if running:
-            _stop(old_pid)  # it drains the requests it has; new connections already go to the new one
+            stop_process(old_pid)  # it drains the requests it has; new connections already go to the new one
         return UpdateResult(outs=_outputs(news, pid, started, port, keys, shared))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -704,7 +719,7 @@ class ServiceProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if service_running(props):
-            _stop(int(props["pid"]), int(props["bound_port"]))
+            stop_process(int(props["pid"]), int(props["bound_port"]))
         if process.has_tls(props):
             shutil.rmtree(tls_dir(props), ignore_errors=True)
 
@@ -715,6 +730,7 @@ class ServiceProcess(Resource):
     primary_key: pulumi.Output[str]
     secondary_key: pulumi.Output[str]
     pid: pulumi.Output[int]
+    bound_port: pulumi.Output[int]
 
     def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None):
         outs = {"pid": None, "bound_port": None, "scoring_uri": None, "swagger_uri": None,

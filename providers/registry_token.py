@@ -16,99 +16,17 @@ Pickled into the state like every dynamic provider: importable from the project 
 from __future__ import annotations
 
 import datetime as dt
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pulumi
-import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from providers.arm import ARM_ENDPOINT, ArmError, Arm
 
 API_VERSION = "2023-07-01"
 """Container registry management API with tokens, scope maps and generateCredentials (GA)."""
-ARM_ENDPOINT = "https://management.azure.com"
 ROTATE_BEFORE = dt.timedelta(days=30)
 """A password this close to its expiry is replaced on the next `pulumi up`."""
-POLL_TIMEOUT_S = 300
-TIMEOUT_S = 60
-
-TokenSource = Callable[[str], str]
-"""Scope (`<endpoint>/.default`) -> a bearer token for Azure Resource Manager."""
-
-
-def default_token(scope: str) -> str:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential().get_token(scope).token
-
-
-_token_source: TokenSource = default_token
-
-
-def use_token_source(source: TokenSource) -> TokenSource:
-    """Replace how this process gets ARM tokens (tests answer with a fixed one); returns the old one."""
-    global _token_source
-    previous, _token_source = _token_source, source
-    return previous
-
-
-class ArmError(RuntimeError):
-    def __init__(self, response: requests.Response):
-        self.status = response.status_code
-        super().__init__(f"{response.request.method} {response.url}: {response.status_code} {response.text[:500]}")
-
-
-class _Arm:
-    """Just enough of Azure Resource Manager: authenticated calls and long-running operations."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {_token_source(self.endpoint + '/.default')}"
-
-    def call(self, method: str, resource_id: str, body: Optional[dict[str, Any]] = None) -> requests.Response:
-        url = f"{self.endpoint}{resource_id}"
-        return self.session.request(method, url, params={"api-version": API_VERSION}, json=body, timeout=TIMEOUT_S)
-
-    def result(self, response: requests.Response) -> dict[str, Any]:
-        """The final body of a (possibly long-running) operation: `Azure-AsyncOperation` is polled
-        until a terminal status, `Location` until it stops answering 202; then a POST's result is
-        the last poll's body and an update's is the resource itself."""
-        if response.status_code not in (200, 201, 202):
-            raise ArmError(response)
-        async_url = response.headers.get("Azure-AsyncOperation")
-        location = response.headers.get("Location")
-        post = response.request.method == "POST"
-        if response.status_code == 200 or not (async_url or location):
-            return _json(response)
-        deadline = time.monotonic() + POLL_TIMEOUT_S
-        last = response
-        while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{response.request.method} {response.url} did not finish within {POLL_TIMEOUT_S}s")
-            time.sleep(min(float(last.headers.get("Retry-After", "1")), 10.0))
-            last = self.session.get(str(async_url or location), timeout=TIMEOUT_S)
-            if last.status_code >= 400:
-                raise ArmError(last)
-            if async_url:
-                status = _json(last).get("status")
-                if status in ("Failed", "Canceled"):
-                    raise RuntimeError(f"{response.request.method} {response.url} ended {status}: {last.text[:500]}")
-                if status != "Succeeded":
-                    continue
-                if post:
-                    return _json(self.session.get(location, timeout=TIMEOUT_S)) if location else {}
-                break
-            if last.status_code != 202:
-                if post:
-                    return _json(last)
-                break
-        return _json(self.session.get(str(response.url), timeout=TIMEOUT_S))
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    return response.json() if response.content else {}
-
-
 def _expiry(days: Optional[float]) -> Optional[str]:
     if not days:
         return None
@@ -137,7 +55,7 @@ class TokenPasswordProvider(ResourceProvider):
     """One password (`password1` or `password2`) of a registry token."""
 
     def _generate(self, props: dict[str, Any]) -> dict[str, Any]:
-        arm = _Arm(props.get("arm_endpoint") or ARM_ENDPOINT)
+        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
         body: dict[str, Any] = {"tokenId": props["token_id"], "name": props["password_name"]}
         expiry = _expiry(props.get("expiry_days"))
         if expiry:
@@ -154,7 +72,7 @@ class TokenPasswordProvider(ResourceProvider):
         return CreateResult(id_=f"{props['token_id']}/{props['password_name']}", outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        arm = _Arm(props.get("arm_endpoint") or ARM_ENDPOINT)
+        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
         response = arm.call("GET", props["token_id"])
         if response.status_code == 404:
             return ReadResult(id_=None, outs={})  # type: ignore[arg-type] # the token is gone
@@ -179,7 +97,7 @@ class TokenPasswordProvider(ResourceProvider):
         return UpdateResult(outs=self._generate(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        arm = _Arm(props.get("arm_endpoint") or ARM_ENDPOINT)
+        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
         response = arm.call("GET", props["token_id"])
         if response.status_code == 404:
             return

@@ -105,6 +105,8 @@ class ScoringApp:
         # caller at a time per worker, and a thread (not the event loop) lets a timeout answer.
         self.executor = ScoringThread(max_queue_wait_s=settings.max_queue_wait_ms / 1000)
         self.ready = False
+        self._ready_event: Optional[asyncio.Event] = None
+        """Set once init() finished: what `GET /` and `/score` wait for while it runs."""
         self.in_flight = 0
         self.swagger = Swagger(script.run, script.decorated, script.app_root, self.env)
         self.keys = [k.encode() for k in settings.auth_keys]
@@ -114,6 +116,7 @@ class ScoringApp:
 
     # ---- lifespan -------------------------------------------------------------------------
     def _start_init(self) -> None:
+        self._ready_event = asyncio.Event()
         future = asyncio.get_running_loop().run_in_executor(self.executor, self.script.init)
         future.add_done_callback(self._init_done)
 
@@ -121,6 +124,8 @@ class ScoringApp:
         err = future.exception()
         if err is None:
             self.ready = True
+            if self._ready_event is not None:
+                self._ready_event.set()
             log.info("init() of %s finished: ready", self.script.path)
             return
         log.error("init() of %s failed: %r\n%s", self.script.path, err, format_exception(err))
@@ -216,6 +221,12 @@ class ScoringApp:
             await reply.error(431, refused)
             return
 
+        if not self.ready and self._ready_event is not None and (
+                path == names.SCORE_PATH or (path == names.LIVENESS_PATH and method in ("GET", "HEAD"))):
+            # As Azure ML's server, whose worker takes requests only once init() has run: `GET /` and
+            # `/score` are answered after init(), never with "starting", so a client that polls `/` and
+            # then scores is never refused. `/ready` answers at once (503 until then) for probes.
+            await self._ready_event.wait()
         if path == names.SCORE_PATH:
             await self._score(scope, method, raw_headers, headers, preflight, receive, reply)
         elif path == names.LIVENESS_PATH and method in ("GET", "HEAD"):

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 from cryptography import x509
@@ -285,6 +285,42 @@ def https_server(handler: type[BaseHTTPRequestHandler], folder: Path) -> Iterato
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers JSON (the fake Azure Resource Managers of the tests)."""
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextmanager
+def fake_arm(make_handler: Callable[[list[str]], type[BaseHTTPRequestHandler]], folder: Path, monkeypatch: Any,
+             bearer: str) -> Iterator[str]:
+    """A fake Azure Resource Manager on 127.0.0.1 over TLS, trusted by requests, and providers/arm.py's
+    tokens answered with `bearer` for it alone: yields its base URL. `make_handler(base)` gets a list
+    whose one item is that URL once the server is up (for the Location headers it writes)."""
+    from providers import arm as azure_arm
+
+    base = [""]
+    with https_server(make_handler(base), folder) as (address, ca):
+        base[0] = f"https://{address}"
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        previous = azure_arm.use_token_source(lambda scope: bearer if scope == f"{base[0]}/.default" else "")
+        try:
+            yield base[0]
+        finally:
+            azure_arm.use_token_source(previous)
 
 
 # ---- IoT Edge manifests against the official schemas ----------------------------------------

@@ -248,8 +248,11 @@ def test_diff_command_compares_a_commit_with_the_working_tree(tmp_path: Path, mo
     assert done.returncode == 0, done.stderr
     md = done.stdout
     assert md.startswith(diff.MARKER) and "`HEAD (" in md
-    # The image is rebuilt (update) and the group replaced for its memory (its image change rides along).
-    assert "| `dev` | 0 | 1 | 1 | 0 | 20 |" in md
+    # The image is rebuilt (update) and the group replaced for its memory (its image change rides along);
+    # the online endpoint's deployment moves to a new environment version (created, the old one deleted
+    # after), and its traffic split is not touched.
+    assert "| `dev` | 1 | 2 | 1 | 1 | 23 |" in md
+    assert "| update | `diabetes-endpoint-blue` |" in md and "diabetes-endpoint-traffic" not in md
     assert "| replace | `diabetes-aci-group` |" in md and "(deleted first)" in md
     assert "| update | `diabetes-image` |" in md
 

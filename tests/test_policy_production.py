@@ -94,3 +94,37 @@ def test_a_stated_reason_justifies_one_replica_and_an_empty_one_does_not():
 @pytest.mark.parametrize("stack", sorted(rules.UNPROTECTED_STACKS))
 def test_dev_stacks_may_run_one_replica(stack):
     assert violations(rules.production_replicas, deployment(1, stack=stack)) == []
+
+
+# ---- online-deployment-instances ---------------------------------------------------------------------
+
+def online_deployment(capacity: int | None, stack: str = "prod") -> Args:
+    return Args(rules.ONLINE_DEPLOYMENT, {"deploymentName": "green", **({"sku": {"name": "Default", "capacity": capacity}}
+                                                                         if capacity is not None else {})}, stack=stack)
+
+
+def test_an_online_deployment_of_one_instance_in_production_gets_the_advice():
+    rule = by_id("online-deployment-instances")
+    assert not rule.mandatory
+    found = violations(rule.validate, online_deployment(1))
+    assert len(found) == 1 and "green" in found[0] and "instance_count" in found[0]
+    assert violations(rule.validate, online_deployment(None))  # no sku: Azure's default, one instance
+    assert violations(rule.validate, online_deployment(2)) == []
+    assert violations(rule.validate, online_deployment(1, stack="dev")) == []
+
+
+# ---- online endpoints: public-service-auth ----------------------------------------------------------
+
+def online_endpoint(auth_mode: str, access: str = "Enabled") -> Args:
+    return Args("azure-native:machinelearningservices:OnlineEndpoint",
+                {"properties": {"authMode": auth_mode, "publicNetworkAccess": access}})
+
+
+def test_an_online_endpoint_authenticates_with_one_of_azures_auth_modes():
+    rule = by_id("public-service-auth")
+    assert rule.mandatory
+    for mode in ("Key", "AMLToken", "AADToken"):
+        assert violations(rule.validate, online_endpoint(mode)) == []
+    found = violations(rule.validate, online_endpoint("None"))
+    assert len(found) == 1 and "auth mode 'None'" in found[0]
+    assert violations(rule.validate, online_endpoint("None", access="Disabled")) == []  # private only

@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from providers import registry_token
+from providers import arm as azure_arm
 from providers.registry_token import API_VERSION, TokenPasswordProvider, near_expiry
-from tests.helpers import https_server
+from tests.helpers import JsonHandler, fake_arm
 
 BEARER = "test-arm-token"
 REGISTRY = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mlws-dev-rg/providers/Microsoft.ContainerRegistry/registries/mlwsdev0a1b2c"
@@ -40,19 +40,7 @@ class Arm:
 
 
 def make_handler(arm: Arm, base: list[str]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode() if body is not None else b""
-            self.send_response(status)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(JsonHandler):
 
         def _token_body(self, token_id: str) -> dict[str, Any]:
             passwords = [{"name": p["name"], "expiry": p["expiry"], "creationTime": "2026-01-01T00:00:00Z"}
@@ -104,15 +92,9 @@ def make_handler(arm: Arm, base: list[str]) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def arm(tmp_path, monkeypatch) -> Iterator[tuple[Arm, str]]:
-    state, base = Arm(), [""]
-    with https_server(make_handler(state, base), tmp_path) as (address, ca):
-        base[0] = f"https://{address}"
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-        previous = registry_token.use_token_source(lambda scope: BEARER if scope == f"{base[0]}/.default" else "")
-        try:
-            yield state, base[0]
-        finally:
-            registry_token.use_token_source(previous)
+    state = Arm()
+    with fake_arm(lambda base: make_handler(state, base), tmp_path, monkeypatch, BEARER) as base:
+        yield state, base
 
 
 def password(endpoint: str, days: int | None = 365, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
@@ -186,8 +168,8 @@ def test_a_deleted_token_is_noticed_and_its_password_delete_is_harmless(arm):
 
 def test_a_wrong_bearer_token_is_refused(arm):
     _, endpoint = arm
-    registry_token.use_token_source(lambda _scope: "someone-else")
-    with pytest.raises(registry_token.ArmError, match="401"):
+    azure_arm.use_token_source(lambda _scope: "someone-else")
+    with pytest.raises(azure_arm.ArmError, match="401"):
         TokenPasswordProvider().create(password(endpoint))
 
 

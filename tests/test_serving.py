@@ -198,6 +198,19 @@ def test_script_without_run_fails_to_start(tmp_path):
     assert "must define init() and run()" in log.read_text()
 
 
+def in_thread(fn):
+    import threading
+
+    out: dict = {}
+
+    def call() -> None:
+        out["r"] = fn()
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    return t, out
+
+
 def test_not_ready_until_init_finishes(tmp_path):
     gate = tmp_path / "gate"
     script = write_script(tmp_path, f"""
@@ -219,9 +232,16 @@ def test_not_ready_until_init_finishes(tmp_path):
                 assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
                 time.sleep(0.05)
         assert ready.status_code == 503 and ready.json() == {"ready": False}
-        assert httpx.get(url + "/").status_code == 200
-        assert httpx.post(url + "/score", content=b"x").status_code == 503
+        # `/` and `/score` are answered once init() is done, as Azure ML's server answers them: held, not refused.
+        held = [in_thread(lambda: httpx.get(url + "/", timeout=30)),
+                in_thread(lambda: httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"},
+                                             timeout=30))]
+        time.sleep(0.5)
+        assert all(t.is_alive() for t, _ in held)
         gate.write_text("go")
+        for t, out in held:
+            t.join(30)
+        assert [out["r"].status_code for _, out in held] == [200, 200] and held[1][1]["r"].text == '"ok"'
         wait_ready(proc, url, log)
         # A string from run() is a JSON string, as in Azure ML.
         assert httpx.post(url + "/score", content=b"x", headers={"content-type": "text/plain"}).text == '"ok"'

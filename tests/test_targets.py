@@ -63,7 +63,7 @@ def test_a_target_name_cannot_be_registered_twice():
 def test_a_service_of_an_unregistered_target_is_a_config_error(config):
     """A target deployed somewhere but never registered cannot be configured."""
     config["ml-deploy:services"][0]["target"] = "edge"
-    assert_rejected(config, "services[0].target", "unknown target 'edge' (one of: aci, aks, container, iot_edge, kubernetes, local)")
+    assert_rejected(config, "services[0].target", "unknown target 'edge' (one of: aci, aks, container, iot_edge, kubernetes, local, online_endpoint)")
 
 
 def test_a_registered_target_is_always_deployed(config, run, monkeypatch):

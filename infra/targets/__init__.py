@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from infra.deploy import DeployContext, Deployed, LogReader, MockResource
-from infra.schema import ServiceBase, StackConfig
+from infra.schema import BatchJobConfig, ServiceBase, StackConfig
 from policy.endpoints import EndpointReader
 
 
@@ -111,6 +111,9 @@ class Target(Generic[C]):
     the policy pack's tests fail for a public service no reader sees."""
     replace_rules: ReplaceRules = field(default_factory=ReplaceRules)
     """The hand-kept replace facts of the types this target registers, for the plan diff."""
+    batch: Optional[Callable[[DeployContext, BatchJobConfig], dict[str, Any]]] = None
+    """Registers what a batch job on this target needs (if anything) and returns what `ml-deploy
+    batch run` reads to run it (the job's `batch.<name>` stack output)."""
 
     def __post_init__(self) -> None:
         if not callable(self.deploy):

@@ -40,7 +40,7 @@ def deploy(ctx: DeployContext, svc: AciServiceConfig) -> Deployed:
         AciServiceArgs(
             container_group_name=group_name,
             dns_name_label=svc.dns_name_label or azure_name(Kind.DNS_LABEL, svc.name, base, ctx.stack),
-            image_ref=ctx.images[svc.image].image_ref,
+            image_ref=ctx.images[svc.image_name].image_ref,
             resource_group_name=workspace.resource_group_name,
             registry_login_server=registry.login_server,
             registry_id=registry.id,

@@ -309,7 +309,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
         workload_args(
             ctx, svc,
             namespace=namespace.metadata.name,
-            image_ref=ctx.images[svc.image].image_ref,
+            image_ref=ctx.images[svc.image_name].image_ref,
             provider=cluster.provider,
             accelerator=accelerator,
             production=ctx.cfg.workspace.protect,

@@ -49,7 +49,7 @@ def deploy(ctx: DeployContext, svc: ContainerServiceConfig) -> Deployed:
     service = ContainerService(
         svc.name,
         ContainerServiceArgs(
-            image_ref=ctx.container_images[svc.image].image_ref,
+            image_ref=ctx.container_images[svc.image_name].image_ref,
             docker_host=docker_host,
             port=svc.port,
             runtime=ctx.runtime(svc, svc.workers),

@@ -171,7 +171,7 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
         workload_args(
             ctx, svc,
             namespace=namespace.name,
-            image_ref=ctx.container_images[svc.image].image_ref,
+            image_ref=ctx.container_images[svc.image_name].image_ref,
             provider=cluster.provider,
             accelerator=accelerator,
             production=ctx.cfg.workspace.protect,

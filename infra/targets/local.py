@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from collections import deque
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Optional
 
 from pydantic import Field
 
 from components.local import (
+    LocalDeploymentArgs,
+    LocalEndpoint,
+    LocalEndpointArgs,
     LocalEnvironment,
     LocalEnvironmentArgs,
     LocalImage,
@@ -24,7 +27,7 @@ from components.local import (
 from content import environment
 from content.environment import UnresolvableEnvironment
 from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource
-from infra.schema import PROJECT_ROOT, ImageConfig, ServiceBase, StackConfig, TlsSettings
+from infra.schema import PROJECT_ROOT, BatchJobConfig, DeploymentBase, ImageConfig, SplitService, StackConfig, TlsSettings
 from infra.targets import Target, register
 from policy.endpoints import LOOPBACK, Exposure
 from providers.local import ResolvedEnvironment, log_path, resolve_environment
@@ -35,8 +38,16 @@ DYNAMIC = "pulumi-python:dynamic:Resource"
 """What the scoring runtime itself needs, installed into every environment (as in every image)."""
 
 
-class LocalServiceConfig(ServiceBase, TlsSettings):
-    """A service on this machine (`target: local`): the scoring runtime as a process on 127.0.0.1."""
+class LocalDeploymentConfig(DeploymentBase):
+    """A deployment of a local service: the scoring runtime over its image, on a loopback port of its own."""
+
+    workers: Optional[int] = Field(default=None, ge=1, le=64)
+    """Its runtime's worker processes; unset: the service's `workers`."""
+
+
+class LocalServiceConfig(SplitService[LocalDeploymentConfig], TlsSettings):
+    """A service on this machine (`target: local`): the scoring runtime as a process on 127.0.0.1,
+    or with `deployments`, one per deployment behind a router that splits the traffic."""
 
     target: Literal["local"]
     port: int = Field(default=0, ge=0, le=65535)
@@ -60,7 +71,8 @@ def resolve(image: ImageConfig) -> ResolvedEnvironment:
 
 def _used_images(cfg: StackConfig) -> dict[str, int]:
     """The images local services run, with their index in `images`."""
-    wanted = {svc.image for _, svc in cfg.services_of(LocalServiceConfig)}
+    wanted = {name for _, svc in cfg.services_of(LocalServiceConfig) for name in svc.image_names()}
+    wanted |= {job.image for job in cfg.batch if job.target == "local"}
     return {im.name: i for i, im in enumerate(cfg.images) if im.name in wanted}
 
 
@@ -100,21 +112,45 @@ def setup(ctx: DeployContext) -> dict[str, LocalEnvironment]:
     return envs
 
 
+def _bundle(ctx: DeployContext, image: str) -> "LocalImage | PromotedBundle":
+    bundle = ctx.images[image]
+    assert isinstance(bundle, (LocalImage, PromotedBundle)), "a local workspace runs local bundles"
+    return bundle
+
+
 def deploy(ctx: DeployContext, svc: LocalServiceConfig) -> Deployed:
-    image = ctx.images[svc.image]
-    assert isinstance(image, (LocalImage, PromotedBundle)), "a local workspace runs local bundles"
+    log_dir = str(ctx.local() / "logs")
+    if svc.deployments:
+        deployments = [
+            LocalDeploymentArgs(name=d.name, bundle_path=_bundle(ctx, d.image).path,
+                                python=ctx.shared["local"][d.image].python, model_dir=_bundle(ctx, d.image).model_dir,
+                                workers=d.workers or svc.workers, traffic=d.traffic)
+            for d in svc.deployments
+        ]
+        endpoint = LocalEndpoint(svc.name, LocalEndpointArgs(
+            deployments=deployments, log_dir=log_dir, runtime=ctx.runtime(svc, svc.workers),
+            mirror=dict(svc.mirror_traffic), port=svc.port,
+        ))
+        return Deployed(endpoint, {"kind": "files", "paths": endpoint.log_paths})
+    image = _bundle(ctx, svc.image_name)
     service = LocalService(
         svc.name,
         LocalServiceArgs(
             bundle_path=image.path,
-            python=ctx.shared["local"][svc.image].python,
+            python=ctx.shared["local"][svc.image_name].python,
             model_dir=image.model_dir,
-            log_dir=str(ctx.local() / "logs"),
+            log_dir=log_dir,
             port=svc.port,
             runtime=ctx.runtime(svc, svc.workers),
         ),
     )
     return Deployed(service, {"kind": "file", "path": service.log_path})
+
+
+def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
+    """A local batch job runs the image's bundle with its environment's venv, as a local service does."""
+    image = _bundle(ctx, job.image)
+    return {"python": ctx.shared["local"][job.image].python, "bundle": image.path, "model_dir": image.model_dir}
 
 
 def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
@@ -126,11 +162,32 @@ def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
         return "".join(deque(f, maxlen=options.tail))
 
 
+def read_log_files(source: Mapping[str, Any], options: LogOptions) -> str:
+    """A service with deployments: the chosen deployment's log, or each one's under its name."""
+    paths: Mapping[str, str] = source["paths"]
+    if options.deployment is not None:
+        if options.deployment not in paths:
+            raise LogsUnavailable(f"no deployment {options.deployment!r}; the service has: "
+                                  f"{', '.join(n for n in paths if n != 'router')} (and its router)")
+        return read_logs({"path": paths[options.deployment]}, options)
+    parts = []
+    for name, path in paths.items():
+        try:
+            text = read_logs({"path": path}, options)
+        except LogsUnavailable as err:
+            text = f"{err}\n"
+        parts.append(f"==> {name} <==\n{text}")
+    return "\n".join(parts)
+
+
 def logs_before_outputs(cfg: StackConfig, svc: LocalServiceConfig, root: Path) -> dict[str, Any]:
     """The log file a service writes is known from the config alone, so an `init()` that failed in
     `pulumi up` (no outputs yet) can still be read."""
-    workspace = (root / cfg.workspace.path).resolve()
-    return {"kind": "file", "path": str(log_path(str(workspace / "logs"), svc.name))}
+    logs = str((root / cfg.workspace.path).resolve() / "logs")
+    if svc.deployments:
+        paths = {d.name: str(log_path(logs, f"{svc.name}-{d.name}")) for d in svc.deployments}
+        return {"kind": "files", "paths": {**paths, "router": str(log_path(logs, svc.name))}}
+    return {"kind": "file", "path": str(log_path(logs, svc.name))}
 
 
 def public_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
@@ -169,7 +226,8 @@ TARGET = register(Target(
     check=check,
     setup=setup,
     mock_resources={DYNAMIC: _folder_path},
-    logs={"file": read_logs},
+    logs={"file": read_logs, "files": read_log_files},
     logs_before_outputs=logs_before_outputs,
     public_endpoints={DYNAMIC: public_endpoints},
+    batch=batch,
 ))

@@ -1,0 +1,130 @@
+"""An Azure ML online endpoint's traffic split, as a resource of its own.
+
+An endpoint's `traffic` may name only deployments that exist, and a deployment needs its endpoint
+first, so the endpoint cannot be created with its split (pulumi/pulumi-azure-native#3090 tracks such
+cycles; Microsoft's own examples set the split with a second `az ml online-endpoint update
+--traffic`). This resource is that second step, in the graph: it depends on the deployments, so a
+new deployment never gets traffic before it exists, and it is updated before a removed deployment is
+deleted (whose share the config has already moved to 0). A change of split is an update of this
+resource alone.
+
+Azure ML's endpoint API changes traffic only by a full PUT of the endpoint (its PATCH takes tags
+and identity alone: `PartialMinimalTrackedResourceWithIdentity` in the machinelearningservices REST
+spec), so an update reads the endpoint, replaces `traffic` and `mirrorTraffic`, writes it back, and
+reads it again until it reports the new split. `read` reports the split the endpoint really has, so
+`pulumi refresh` shows a split changed outside the stack.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from providers.arm import ARM_ENDPOINT, Arm, ArmError
+
+API_VERSION = "2025-12-01"
+"""The Machine Learning Services API version the pinned azure-native (3.29) uses for online endpoints
+("Uses Azure REST API version 2025-12-01" in its OnlineEndpoint docstring): the split's calls and the
+getLogs action (infra/targets/online_endpoint.py) use it too."""
+SETTLE_TIMEOUT_S = 300
+# The endpoint's read-only properties: echoed back by a GET, refused or ignored in a PUT.
+_READ_ONLY = ("provisioningState", "scoringUri", "swaggerUri", "openapiUri")
+
+
+def _split(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    props = body.get("properties") or {}
+    return ({k: int(v) for k, v in (props.get("traffic") or {}).items()},
+            {k: int(v) for k, v in (props.get("mirrorTraffic") or {}).items()})
+
+
+def _live(traffic: dict[str, Any]) -> dict[str, int]:
+    # Azure lists only deployments with a share; a 0 is the same as absent.
+    return {k: int(v) for k, v in traffic.items() if int(v)}
+
+
+def apply(props: dict[str, Any]) -> dict[str, Any]:
+    """Write `traffic` and `mirror` onto the endpoint and wait until it reports them."""
+    arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
+    endpoint_id = props["endpoint_id"]
+    response = arm.call("GET", endpoint_id)
+    if response.status_code != 200:
+        raise ArmError(response)
+    body = response.json()
+    properties = {k: v for k, v in (body.get("properties") or {}).items() if k not in _READ_ONLY}
+    properties["traffic"] = dict(props["traffic"])
+    properties["mirrorTraffic"] = dict(props["mirror"])
+    put = {k: body[k] for k in ("location", "tags", "identity", "kind", "sku") if body.get(k) is not None}
+    put["properties"] = properties
+    arm.result(arm.call("PUT", endpoint_id, put))
+    # The endpoint answers the PUT before every reader sees the split (Azure/azure-dev#3881 waits
+    # for the same): read until it reports what was written.
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    want = (_live(props["traffic"]), _live(props["mirror"]))
+    while True:
+        now = arm.call("GET", endpoint_id)
+        if now.status_code != 200:
+            raise ArmError(now)
+        body = now.json()
+        state = str((body.get("properties") or {}).get("provisioningState") or "Succeeded")
+        if state in ("Failed", "Canceled"):
+            raise RuntimeError(f"{endpoint_id} ended {state} after the new split was written: {now.text[:500]}")
+        traffic, mirror = _split(body)
+        # Done when the endpoint reports the split and has finished updating (the next step, deleting
+        # a deployment that left, would otherwise meet an endpoint still busy).
+        if (_live(traffic), _live(mirror)) == want and state == "Succeeded":
+            return {**props, "applied_traffic": traffic, "applied_mirror": mirror}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{endpoint_id} still reports traffic {traffic} and mirror {mirror} "
+                               f"{SETTLE_TIMEOUT_S}s after {want[0]} and {want[1]} were written")
+        time.sleep(2)
+
+
+class EndpointTrafficProvider(ResourceProvider):
+    """The split of one endpoint: `traffic` and `mirror`, deployment name -> percent."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{props['endpoint_id']}/traffic", outs=apply(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = ("endpoint_id", "traffic", "mirror", "endpoint_revision", "arm_endpoint")
+        changed = [k for k in keys if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=["endpoint_id"] if "endpoint_id" in changed else [])
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=apply(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
+        response = arm.call("GET", props["endpoint_id"])
+        if response.status_code == 404:
+            return ReadResult(id_=None, outs={})  # type: ignore[arg-type] # the endpoint is gone
+        if response.status_code != 200:
+            raise ArmError(response)
+        traffic, mirror = _split(response.json())
+        # What the endpoint has, as the inputs would say it: a split changed outside shows as a diff.
+        names = set(props.get("traffic") or {}) | set(traffic)
+        mirror = _live(mirror)  # a 0 share is no mirror, as the inputs write it
+        return ReadResult(id_=id_, outs={**props, "traffic": {n: traffic.get(n, 0) for n in sorted(names)},
+                                         "mirror": mirror, "applied_traffic": traffic, "applied_mirror": mirror})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        # The endpoint stays (it is deleted, if at all, as its own resource): it stops routing first,
+        # so its deployments can be deleted after this without a request sent to one that is going.
+        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
+        if arm.call("GET", props["endpoint_id"]).status_code == 404:
+            return
+        apply({**props, "traffic": {}, "mirror": {}})
+
+
+class EndpointTraffic(Resource, module="machinelearningservices", name="EndpointTraffic"):
+    """An online endpoint's live and mirrored traffic, applied after its deployments exist."""
+
+    applied_traffic: pulumi.Output[dict[str, int]]
+    applied_mirror: pulumi.Output[dict[str, int]]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(EndpointTrafficProvider(), name,
+                         {**props, "applied_traffic": None, "applied_mirror": None}, opts)
