@@ -3,6 +3,7 @@
     ./ml-deploy call --stack local --service diabetes-local FILE   # URI and key from stack outputs
     ./ml-deploy call --uri http://127.0.0.1:5001/score [--key KEY] FILE
     ./ml-deploy call --stack lab --service diabetes-k8s [--kubeconfig F] [--context C] FILE
+    ./ml-deploy call --stack local --service churn --deployment green FILE   # one deployment, past the split
 
 A service whose scoring URI is a cluster DNS name (`target: kubernetes` with `service_type:
 ClusterIP` or `NodePort`) is called through a port-forward to one of its ready pods, which this
@@ -27,16 +28,25 @@ from cli.engine import stack_service
 from cli.errors import CliError
 
 
-def _headers(key: str | None) -> dict[str, str]:
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+"""Sends a request to one deployment of a split service whatever the weights (Azure ML's header; the
+router honours it: serving/router.py)."""
+
+
+def _headers(key: str | None, deployment: str | None = None) -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    if deployment:
+        headers[DEPLOYMENT_HEADER] = deployment
     return headers
 
 
-def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60) -> tuple[int, bytes]:
-    """POST `body` as JSON to `uri`; returns (status, response body). CliError when nothing answers."""
-    request = urllib.request.Request(uri, data=body, headers=_headers(key), method="POST")
+def call(uri: str, body: bytes, key: str | None = None, timeout_s: float = 60,
+         deployment: str | None = None) -> tuple[int, bytes]:
+    """POST `body` as JSON to `uri` (to one `deployment` of a split service, if named); returns
+    (status, response body). CliError when nothing answers."""
+    request = urllib.request.Request(uri, data=body, headers=_headers(key, deployment), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, response.read()
@@ -58,9 +68,10 @@ def in_cluster(uri: str) -> bool:
 
 def call_through_cluster(uri: str, body: bytes, key: Optional[str], source: dict[str, Any],
                          kubeconfig: Optional[str] = None, context: Optional[str] = None,
-                         timeout_s: float = 60) -> tuple[int, bytes]:
-    """POST `body` to one ready pod of the service `source` (its `logs` output: namespace, pod
-    selector, container) through a port-forward the Kubernetes API opens for this one request."""
+                         timeout_s: float = 60, deployment: Optional[str] = None) -> tuple[int, bytes]:
+    """POST `body` to one ready pod of the service `source` (its `logs` output: namespace, the
+    service's own pods' selector (a split service's router), container) through a port-forward the
+    Kubernetes API opens for this one request."""
     from kubernetes import client as k8s
     from kubernetes import config as kube_config
     from kubernetes.stream import portforward
@@ -88,7 +99,8 @@ def call_through_cluster(uri: str, body: bytes, key: Optional[str], source: dict
             sock = context_.wrap_socket(sock, server_hostname=parts.hostname)
         connection = http.client.HTTPConnection(parts.hostname or "localhost", port, timeout=timeout_s)
         connection.sock = sock
-        connection.request("POST", parts.path or "/score", body=body, headers={**_headers(key), "Host": parts.netloc})
+        connection.request("POST", parts.path or "/score", body=body,
+                           headers={**_headers(key, deployment), "Host": parts.netloc})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", help="the service's key, when auth is enabled")
     parser.add_argument("--kubeconfig", help="a service inside a cluster: the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", help="a service inside a cluster: the kubeconfig context")
+    parser.add_argument("--deployment", help="a service with deployments: send the request to this one, "
+                        "whatever the split (the azureml-model-deployment header)")
     parser.add_argument("file", type=Path, help="JSON file with the input, e.g. scoring_templates/sample-request.json")
     errors.add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -121,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"{args.file} is not valid JSON: {err}") from None
         source = outputs.get("logs")
         if in_cluster(args.uri) and isinstance(source, dict) and source.get("kind") == "kubernetes":
-            status, answer = call_through_cluster(args.uri, body, args.key, source, args.kubeconfig, args.context)
+            status, answer = call_through_cluster(args.uri, body, args.key, source, args.kubeconfig, args.context,
+                                                  deployment=args.deployment)
         elif in_cluster(args.uri):
             raise CliError(f"{args.uri} resolves only inside its cluster: call it with --stack and --service, "
                            "which port-forward to one of its pods")
         else:
-            status, answer = call(args.uri, body, args.key)
+            status, answer = call(args.uri, body, args.key, deployment=args.deployment)
     print(answer.decode("utf-8", "replace"))
     return 0 if status == 200 else 1
 

@@ -3,9 +3,10 @@ Service, autoscaling or fixed replicas, keys as a Secret."""
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -15,6 +16,10 @@ from components import TOKEN_PREFIX
 from components.aks_cluster import ACCELERATOR_LABEL, accelerator_toleration
 from content.bundle import SCORING_UID, SERVING_PORT
 from components.roles import STORAGE_BLOB_DATA_CONTRIBUTOR, role_definition_id
+from components.kubernetes_split import (
+    DEPLOYMENT_PORT, ROUTER_COMPONENT, ROUTER_HEALTH_PORT, ROUTER_CONFIG, ROUTER_CPU_CORES, ROUTER_MEMORY_GB, TrafficSplit, router_command,
+    router_config,
+)
 from components.runtime import ServiceRuntime
 from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, ScoringService
 from serving import settings as runtime
@@ -53,6 +58,15 @@ SINGLE_REPLICA_ANNOTATION = "ml-deploy/single-replica-reason"
 # Azure's cloud provider gives the Service a private IP in the cluster's VNet instead of a public one
 # (MicrosoftDocs/azure-aks-docs articles/aks/internal-lb.md; kubernetes-sigs/cloud-provider-azure's annotations).
 INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+"""Kubernetes' recommended label for an object's role (kubernetes.io/docs/concepts/overview/working-with-objects/
+common-labels/): `router` on a split service's router, which holds no keys (its deployments do)."""
+CONFIG_DIR = "/etc/ml-deploy"
+"""Where a container's `config_files` are mounted (a ConfigMap volume)."""
+CONFIG_HASH_ANNOTATION = "ml-deploy/config-sha256"
+"""On the pod template: the mounted config's digest, so a changed config rolls the pods whatever the
+ConfigMap's name (a mounted ConfigMap changes in running pods only after the kubelet's sync, and
+nothing tells the process), and a plan shows that rollout even where the new name is not yet known."""
 
 
 def rollout_bounds(timings: ProbeTimings, replicas: int) -> tuple[int, int]:
@@ -140,6 +154,19 @@ class AksServiceArgs:
     """A private IP in the cluster's VNet instead of a public one (Azure's cloud provider)."""
     load_balancer_source_ranges: list[str] = field(default_factory=list)
     """CIDRs allowed to reach the load balancer; empty: any address."""
+    command: Optional[list[str]] = None
+    """The container's command instead of the image's (the scoring runtime): a split service's router."""
+    config_files: Optional[Mapping[str, pulumi.Input[str]]] = None
+    """File name -> text, mounted read-only under CONFIG_DIR from a ConfigMap; a change rolls the pods."""
+    health_port: Optional[int] = None
+    """A process that forwards the runtime's routes elsewhere (a router) and answers its own readiness
+    on this port (plain HTTP, `/ready`): readiness and startup are probed there, liveness by
+    connecting to the serving port."""
+    component: Optional[str] = None
+    """COMPONENT_LABEL's value on every object."""
+    split: Optional[TrafficSplit] = None
+    """Deployments instead of `image_ref`: each an AksService of its own, and this one their router
+    (components/kubernetes_split.py)."""
 
 
 class AksService(ScoringService):
@@ -150,12 +177,21 @@ class AksService(ScoringService):
     """
 
 
+    deployments: dict[str, "AksService"]
+    """A split service's deployments, by name (empty otherwise)."""
+
     def __init__(self, name: str, args: AksServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TOKEN_PREFIX}:AksService", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        # The keys first: a split service's deployments take them, and they are the same resources
+        # (same names, same parent) whether or not the service has deployments.
+        self.primary_key, self.secondary_key = args.runtime.keys(name, self)
+        self.deployments = {}
+        if args.split is not None:
+            args = self._router_args(name, args, args.split)
         # `selector` picks the pods; it is immutable on a Deployment, so user tags stay out of it.
         selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ml-deploy"}
-        labels = {**args.tags, **selector}
+        labels = {**args.tags, **selector, **({COMPONENT_LABEL: args.component} if args.component else {})}
         annotations = {**args.annotations, **({DESCRIPTION_ANNOTATION: args.description} if args.description else {})} or None
         meta = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels, annotations=annotations)
         # The Deployment and autoscaler carry the reason for a single replica, if any.
@@ -186,8 +222,25 @@ class AksService(ScoringService):
                        k8s.core.v1.KeyToPathArgs(key="tls.key", path=TLS_KEY_NAME)],
             )))
             mounts.append(k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True))
+        pod_annotations: Optional[pulumi.Input[dict[str, pulumi.Input[str]]]] = annotations
+        if args.config_files:
+            files = dict(args.config_files)
+            # Named by the provider (`<name>-config-<suffix>`): a changed config is a new ConfigMap
+            # (pulumi-kubernetes replaces one whose data changes), created before the old one is
+            # deleted, so pods that still mount the old one never lose it.
+            config_map = k8s.core.v1.ConfigMap(
+                f"{name}-config",
+                metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=labels, annotations=annotations),
+                data=files,
+                opts=on_cluster,
+            )
+            volumes.append(k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                name=config_map.metadata.name)))
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="config", mount_path=CONFIG_DIR, read_only=True))
+            digest = pulumi.Output.all(*files.values()).apply(lambda texts: hashlib.sha256(
+                "\0".join(f"{k}\0{t}" for k, t in zip(files, texts)).encode()).hexdigest())
+            pod_annotations = digest.apply(lambda d: {**(annotations or {}), CONFIG_HASH_ANNOTATION: d})
 
-        self.primary_key, self.secondary_key = args.runtime.keys(name, self)
         secret_env = args.runtime.secret_environ(self.primary_key, self.secondary_key)
         secret_data = {SECRET_FIELDS[var]: value for var, value in secret_env.items()}
 
@@ -230,12 +283,18 @@ class AksService(ScoringService):
             timings, (args.autoscale_max_replicas if args.autoscale else args.num_replicas) or 1)
         http_get = k8s.core.v1.HTTPGetActionArgs(path=runtime.READINESS_PATH, port=SERVING_PORT,
                                                  scheme="HTTPS" if tls else "HTTP")
+        if args.health_port is not None:
+            http_get = k8s.core.v1.HTTPGetActionArgs(path=runtime.READINESS_PATH, port=args.health_port, scheme="HTTP")
 
         def probe(path: str) -> k8s.core.v1.ProbeArgs:
             # No initial delay: the startup probe below holds both off until init() is done
             # (kubernetes.io/docs/concepts/configuration/liveness-readiness-startup-probes).
+            own = args.health_port is not None
             return k8s.core.v1.ProbeArgs(
-                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=SERVING_PORT, scheme="HTTPS" if tls else "HTTP"),
+                http_get=(http_get if path == runtime.READINESS_PATH else None) if own else k8s.core.v1.HTTPGetActionArgs(
+                    path=path, port=SERVING_PORT, scheme="HTTPS" if tls else "HTTP"),
+                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=SERVING_PORT)
+                if own and path != runtime.READINESS_PATH else None,
                 period_seconds=timings.period_seconds,
                 timeout_seconds=timings.timeout_seconds,
                 success_threshold=timings.success_threshold,
@@ -281,7 +340,7 @@ class AksService(ScoringService):
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=MAX_SURGE),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=annotations),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=pod_annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=service_account,
                         tolerations=tolerations,
@@ -309,6 +368,7 @@ class AksService(ScoringService):
                             k8s.core.v1.ContainerArgs(
                                 name="scoring",
                                 image=args.image_ref,
+                                command=args.command,
                                 ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=SERVING_PORT)],
                                 env=env,
                                 volume_mounts=mounts,
@@ -345,8 +405,10 @@ class AksService(ScoringService):
             # the lab: it waited its 10-minute default), so `up` is bounded by the time a healthy
             # rollout of every replica can take (a broken first pod fails it no sooner than that);
             # a timed-out update leaves the old pods serving.
-            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(
-                create=f"{rollout_wait}s", update=f"{rollout_wait}s"))),
+            # A router rolls out only once every deployment it routes to has.
+            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
+                depends_on=list(self.deployments.values()),
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{rollout_wait}s", update=f"{rollout_wait}s"))),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -419,11 +481,39 @@ class AksService(ScoringService):
             )
         else:
             address = pulumi.Output.concat(service.metadata.name, ".", service.metadata.namespace, ".svc.cluster.local")
+        self.cluster_ip: pulumi.Output[str] = service.spec.apply(lambda spec: (spec.cluster_ip or "") if spec else "")
+        """The Service's cluster IP (a router in the cluster reaches the service there, without cluster DNS)."""
         scheme = "https://" if tls else "http://"
         host: pulumi.Input[str] = tls.cname if tls and tls.cname else address
         self.scoring_uri = pulumi.Output.concat(scheme, host, runtime.SCORE_PATH)
         self.swagger_uri = pulumi.Output.concat(scheme, host, runtime.SWAGGER_PATH)
         self.register_service_outputs()
+
+    def _router_args(self, name: str, args: AksServiceArgs, split: TrafficSplit) -> AksServiceArgs:
+        """Each deployment as an AksService `<name>-<deployment>` (ClusterIP, plain HTTP, this service's
+        keys), and what this one runs instead: the router, configured with their cluster IPs and shares."""
+        behind = replace(args.runtime, primary_key=self.primary_key, secondary_key=self.secondary_key, tls=None)
+        routes = []
+        for d in split.deployments:
+            deployment = AksService(f"{name}-{d.name}", replace(
+                args, image_ref=d.image_ref, runtime=behind, service_type="ClusterIP", internal_load_balancer=False,
+                load_balancer_source_ranges=[], split=None), pulumi.ResourceOptions(parent=self))
+            self.deployments[d.name] = deployment
+            routes.append(deployment.cluster_ip.apply(lambda ip, d=d: {
+                "name": d.name, "host": ip, "port": DEPLOYMENT_PORT, "traffic": d.traffic}))
+        mirror = dict(split.mirror)
+        config = pulumi.Output.all(*routes).apply(lambda resolved: router_config(list(resolved), mirror))
+        return replace(
+            args,
+            # The router is in every scoring image; the first deployment's is as good as any.
+            image_ref=split.deployments[0].image_ref,
+            # No keys in the router (the deployments check them) and no telemetry of its own.
+            runtime=replace(args.runtime, auth_enabled=False, app_insights=None),
+            command=router_command(CONFIG_DIR, ROUTER_HEALTH_PORT, args.runtime.timeout_ms, args.runtime.tls is not None),
+            config_files={ROUTER_CONFIG: config},
+            health_port=ROUTER_HEALTH_PORT, component=ROUTER_COMPONENT, cpu_cores=ROUTER_CPU_CORES, memory_gb=ROUTER_MEMORY_GB,
+            accelerator=None, collection=None, split=None,
+        )
 
     def _collection_identity(self, name: str, args: AksServiceArgs, labels: dict[str, str]) -> pulumi.Output[str]:
         """A managed identity for the pods, federated to their service account, allowed to write

@@ -359,8 +359,7 @@ class SplitService(ServiceBase, Generic[D]):
             problems.append(f"{path}.deployments: traffic sums to {total} ({shares}); it must sum to 100 "
                             "(or be 0 everywhere)")
         if mirror and not self.MIRRORS:
-            problems.append(f"{path}.mirror_traffic: target {self.target!r} cannot mirror traffic "
-                            "(online_endpoint and local can)")
+            problems.append(f"{path}.mirror_traffic: target {self.target!r} cannot mirror traffic")
             return problems
         for name, share in mirror.items():
             where = f"{path}.mirror_traffic.{name}"

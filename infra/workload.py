@@ -12,11 +12,12 @@ from typing import Any, Iterable, Literal, Mapping, Optional
 import pulumi
 from pydantic import Field
 
-from components.aks_service import INTERNAL_LB_ANNOTATION, AcceleratorRequest, AksServiceArgs
+from components.aks_service import COMPONENT_LABEL, INTERNAL_LB_ANNOTATION, AcceleratorRequest, AksServiceArgs
+from components.kubernetes_split import ROUTER_COMPONENT, SplitDeployment, TrafficSplit
 from components.service import ProbeTimings
 from components.runtime import ServiceRuntime
 from infra.deploy import DeployContext, LogOptions, LogsUnavailable
-from infra.schema import ServiceBase, TlsSettings
+from infra.schema import DeploymentBase, SplitService, TlsSettings
 from policy.endpoints import HTTPS_PORT, EndpointReader, Exposure, env_names
 from serving import settings as runtime
 
@@ -26,11 +27,22 @@ LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
 
 
-class KubernetesWorkload(ServiceBase, TlsSettings):
+KUBE_SERVICE_NAME_MAX = 63
+"""A Service's name is a DNS-1035 label: at most 63 characters (kubernetes.io/docs/concepts/overview/
+working-with-objects/names/#rfc-1035-label-names)."""
+
+
+class KubernetesDeploymentConfig(DeploymentBase):
+    """A deployment of a service on Kubernetes: its own scoring Deployment `<service>-<name>` with the
+    service's settings (resources, autoscaling, probes, keys), reached through the service's router."""
+
+
+class KubernetesWorkload(SplitService[KubernetesDeploymentConfig], TlsSettings):
     """The deploy settings of a scoring service on Kubernetes, with the Azure ML SDK's defaults
     (`AksWebservice.deploy_configuration`, learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.akswebservice):
     shared by `target: aks` and `target: kubernetes`, which create the same objects. Not a target
-    itself: its `target` is left open for them to narrow."""
+    itself: its `target` is left open for them to narrow. With `deployments`, each deployment runs
+    with these settings behind a router that splits the traffic (components/kubernetes_split.py)."""
 
     cluster: str
     """A cluster name from the target's cluster list."""
@@ -114,6 +126,11 @@ def workload_problems(path: str, svc: KubernetesWorkload, production: bool = Fal
         default = "" if svc.autoscale_min_replicas else " (its default on a protected stack)"
         problems.append(f"{path}.autoscale_min_replicas: must not exceed autoscale_max_replicas "
                         f"({svc.min_replicas(production)}{default} > {svc.autoscale_max_replicas})")
+    for j, d in enumerate(svc.deployments or []):
+        # Each deployment's Service is `<service>-<deployment>`.
+        if len(f"{svc.name}-{d.name}") > KUBE_SERVICE_NAME_MAX:
+            problems.append(f"{path}.deployments[{j}].name: {svc.name}-{d.name} (the deployment's Kubernetes Service) "
+                            f"is over {KUBE_SERVICE_NAME_MAX} characters; shorten the deployment or service name")
     if svc.primary_key is not None and svc.primary_key == svc.secondary_key:
         problems.append(f"{path}.secondary_key: must differ from primary_key")
     for key, value in svc.tags.items():
@@ -136,13 +153,19 @@ def workload_runtime(ctx: DeployContext, svc: KubernetesWorkload) -> ServiceRunt
 
 
 def workload_args(
-    ctx: DeployContext, svc: KubernetesWorkload, *, namespace: pulumi.Input[str], image_ref: pulumi.Input[str],
+    ctx: DeployContext, svc: KubernetesWorkload, *, namespace: pulumi.Input[str], images: Mapping[str, Any],
     provider: Any, accelerator: Optional[AcceleratorRequest], production: bool, **extra: Any,
 ) -> AksServiceArgs:
-    """The AksService inputs of a workload; `extra` holds what only one target sets."""
+    """The AksService inputs of a workload (`images`: the stack's built images by name, each with an
+    `image_ref`); `extra` holds what only one target sets."""
+    split = None
+    if svc.deployments:
+        split = TrafficSplit([SplitDeployment(d.name, images[d.image].image_ref, d.traffic) for d in svc.deployments],
+                             dict(svc.mirror_traffic))
     return AksServiceArgs(
         namespace=namespace,
-        image_ref=image_ref,
+        image_ref=images[svc.deployments[0].image if svc.deployments else svc.image_name].image_ref,
+        split=split,
         provider=provider,
         runtime=workload_runtime(ctx, svc),
         cpu_cores=svc.cpu_cores,
@@ -163,18 +186,38 @@ def workload_args(
     )
 
 
+def workload_logs(cluster: pulumi.Input[str], svc: KubernetesWorkload) -> dict[str, Any]:
+    """A workload's `logs` output: where its pods are (`selector`: the service's own, which
+    `ml-deploy call` forwards to); with deployments, each one's pods by name too (the service's own
+    pods are then its router's)."""
+    source: dict[str, Any] = {"kind": "kubernetes", "cluster": cluster, "namespace": svc.namespace,
+                              "selector": f"app.kubernetes.io/name={svc.name}", "container": "scoring"}
+    if svc.deployments:
+        source["deployments"] = {d.name: f"app.kubernetes.io/name={svc.name}-{d.name}" for d in svc.deployments}
+    return source
+
+
 def read_logs(source: Mapping[str, Any], options: LogOptions) -> str:
-    """Each pod's log (and the previous container's, after a restart: a crash-looping `init()`)."""
+    """Each pod's log (and the previous container's, after a restart: a crash-looping `init()`); of
+    one deployment's pods when the caller names one."""
     from kubernetes import client as k8s
     from kubernetes import config as kube_config
     from kubernetes.client.exceptions import ApiException
 
     tail = options.tail
+    deployments: Mapping[str, str] = source.get("deployments") or {}
+    selectors = [source["selector"], *deployments.values()]
+    if options.deployment is not None:
+        if options.deployment not in deployments:
+            raise LogsUnavailable(f"no deployment {options.deployment!r}; the service has: "
+                                  f"{', '.join(deployments) or 'none (it has no deployments)'}")
+        selectors = [deployments[options.deployment]]
     api_client = kube_config.new_client_from_config(config_file=options.kubeconfig, context=options.context)
     core = k8s.CoreV1Api(api_client)
-    pods = core.list_namespaced_pod(source["namespace"], label_selector=source["selector"]).items
+    pods = [pod for selector in selectors
+            for pod in core.list_namespaced_pod(source["namespace"], label_selector=selector).items]
     if not pods:
-        raise LogsUnavailable(f"no pods match {source['selector']} in namespace {source['namespace']}")
+        raise LogsUnavailable(f"no pods match {' or '.join(selectors)} in namespace {source['namespace']}")
     out: list[str] = []
     for pod in pods:
         name = str(pod.metadata.name if pod.metadata else "")
@@ -205,6 +248,10 @@ def deployment_endpoints(props: Mapping[str, Any]) -> Iterable[Exposure]:
     containers must read `SCORING_AUTH_KEYS`."""
     pod = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
     if runtime.AUTH_KEYS in env_names(pod.get("containers") or [], "env"):
+        return []
+    if ((props.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == ROUTER_COMPONENT:
+        # A split service's router holds no keys: it forwards to its deployments, each a scoring
+        # Deployment of its own that this rule checks.
         return []
     return [Exposure(unauthenticated=(
         f"scoring Deployment without auth: no {runtime.AUTH_KEYS} in its containers, and AKS "

@@ -8,7 +8,7 @@ import time
 
 from lab import pki
 from lab.services import SERVICES, Lab
-from lab.supervisor import rss_mib, start, status, stop, write_client_config
+from lab.supervisor import all_running, rss_mib, start, status, stop, write_client_config
 
 
 def _step(name: str, action) -> None:
@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     elif command == "up":
         for service in SERVICES:
             _step(f"start {service.name}", lambda service=service: start(lab, service))
+        _step("every service still running", lambda: all_running(lab))
     elif command == "client-config":
         _step("kubeconfig and env file", lambda: write_client_config(lab))
     elif command == "stop":

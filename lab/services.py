@@ -10,11 +10,13 @@ import functools
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -147,13 +149,29 @@ def _api(lab: Lab, path: str) -> Optional[bytes]:
     return _get(_api_request(lab, path), _api_context(lab))
 
 
-def node_ready(lab: Lab) -> bool:
-    """Whether the node reports Ready (its runtime, network plugin and kubelet all up)."""
+def kubelet_ready(lab: Lab) -> bool:
+    """Whether the kubelet started last serves: its healthz answers, its API port (where the API
+    server and metrics-server reach it) accepts, and the node's Ready condition carries a heartbeat
+    from this kubelet. After a restart the node object still says Ready from the kubelet before it
+    (the controller waits its grace period before marking it NotReady), so Ready alone proves nothing."""
+    if _get("http://127.0.0.1:10248/healthz") != b"ok":
+        return False
+    with socket.socket() as s:
+        s.settimeout(1)
+        if s.connect_ex((NODE_IP, 10250)) != 0:
+            return False
+    try:
+        started = int((lab.run / "kubelet.pid").stat().st_mtime)
+    except OSError:
+        return False
     raw = _api(lab, f"/api/v1/nodes/{NODE}")
     if raw is None:
         return False
-    conditions = json.loads(raw).get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    for c in json.loads(raw).get("status", {}).get("conditions", []):
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            beat = datetime.fromisoformat(c.get("lastHeartbeatTime", "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+            return beat.timestamp() >= started
+    return False
 
 
 # ---- config files --------------------------------------------------------------------------------
@@ -503,7 +521,7 @@ SERVICES: tuple[Service, ...] = (
             f"--kubeconfig={lab.state / 'kube' / f'system-node-{NODE}.kubeconfig'}",
             f"--root-dir={lab.state / 'kubelet' / 'root'}", f"--hostname-override={NODE}", f"--node-ip={NODE_IP}",
             f"--cert-dir={lab.state / 'kubelet' / 'pki'}"],
-        node_ready, lambda _lab: f"https://{NODE_IP}:10250 (node {NODE})", ports=(10248,), timeout_s=120,
+        kubelet_ready, lambda _lab: f"https://{NODE_IP}:10250 (node {NODE})", ports=(10248,), timeout_s=120,
         prepare=_kubelet_config),
     Service(
         "kube-proxy", lambda lab: str(lab.kube_bin / "kube-proxy"),

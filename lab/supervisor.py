@@ -75,6 +75,16 @@ def start(lab: Lab, service: Service) -> str:
     return f"{what}, ready on {service.where(lab)}"
 
 
+def all_running(lab: Lab) -> str:
+    """After `up`: every service still runs (one that passed its check and then died, as a kubelet
+    failing after its first status report would, is named with its log)."""
+    dead = [service for service in SERVICES if pid_of(lab, service) is None]
+    if dead:
+        raise LabError("; ".join(f"{s.name} exited after it was ready; see {lab.logs / f'{s.name}.log'}:\n"
+                                 f"{_tail(lab.logs / f'{s.name}.log')}" for s in dead))
+    return f"{len(SERVICES)} services"
+
+
 def _exited(pid: int) -> bool:
     """Whether `pid` is gone (reaping it if it is our own child that died)."""
     try:

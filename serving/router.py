@@ -2,9 +2,11 @@
 `deployments`): one listening port, each request sent to one deployment by weight, a copy of a
 share of them to a mirrored deployment whose answer is dropped.
 
-    python -m serving.router --config FILE --status FILE --port N [--reuse-port] [--tls-cert F --tls-key F]
+    python -m serving.router --config FILE --status FILE --port N [--host ADDR] [--health-port N] [--reuse-port]
+                             [--tls-cert F --tls-key F]
 
-The deployments are scoring runtimes on 127.0.0.1, each behind its own port; they keep the service's
+The deployments are scoring runtimes, each behind its own address (a loopback port on this machine, a
+Service's cluster IP on Kubernetes, where the router runs as pods of its own); they keep the service's
 contract themselves (keys, limits, timeouts, errors), so the router forwards requests and answers as
 they are. What the router adds:
 
@@ -79,6 +81,7 @@ class Route:
     port: int
     weight: int
     mirror: int = 0
+    host: str = "127.0.0.1"
     current: int = 0
     """Smooth weighted round robin's running weight."""
     mirror_count: int = 0
@@ -133,17 +136,18 @@ def read_table(path: Path, old: Optional[Table] = None) -> Table:
     Everything is read and checked before any kept route changes, so a bad file changes nothing."""
     data = json.loads(path.read_text())
     mirror = {str(k): int(v) for k, v in (data.get("mirror") or {}).items()}
-    entries = [(str(e["name"]), int(e["port"]), int(e["traffic"])) for e in data["routes"]]
+    entries = [(str(e["name"]), str(e.get("host", "127.0.0.1")), int(e["port"]), int(e["traffic"]))
+               for e in data["routes"]]
     generation = int(data.get("generation", 0))
     routes = []
-    for name, port, traffic in entries:
+    for name, host, port, traffic in entries:
         previous = old.routes.get(name) if old else None
-        if previous is not None and previous.port == port:
+        if previous is not None and (previous.host, previous.port) == (host, port):
             previous.weight, previous.mirror = traffic, mirror.get(name, 0)
             previous.current = previous.mirror_count = 0
             routes.append(previous)
         else:
-            routes.append(Route(name, port, traffic, mirror.get(name, 0)))
+            routes.append(Route(name, port, traffic, mirror.get(name, 0), host))
     return Table(routes, generation)
 
 
@@ -522,9 +526,9 @@ class Router:
     async def _connect(self, exchange: Exchange) -> None:
         route = exchange.route
         try:
-            _, upstream = await self.loop.create_connection(lambda: Upstream(route, self), "127.0.0.1", route.port)
+            _, upstream = await self.loop.create_connection(lambda: Upstream(route, self), route.host, route.port)
         except OSError as err:
-            exchange.answered(None, f"deployment {route.name} (port {route.port}) cannot be reached: "
+            exchange.answered(None, f"deployment {route.name} ({route.host}:{route.port}) cannot be reached: "
                                     f"{err.strerror or err}")
             return
         upstream.send(exchange)
@@ -581,12 +585,32 @@ class Router:
             self.drained.set_result(None)
 
 
-def listening_socket(port: int, reuse_port: bool) -> socket.socket:
+class Health(asyncio.Protocol):
+    """The router's own readiness, on a port of its own (`--health-port`): `200 ready` while it
+    accepts requests, `503 stopping` once it drains, so an orchestrator takes it out of rotation then.
+    Apart from the service's port, whose every path (`/ready` too) is forwarded to a deployment."""
+
+    def __init__(self, router: "Router"):
+        self.router = router
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" not in data and len(data) < MAX_HEADER_BYTES:
+            return  # a probe's request arrives whole; anything else is waited for, then answered
+        status, text = (b"503 Service Unavailable", b"stopping") if self.router.stopping else (b"200 OK", b"ready")
+        self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain\r\ncontent-length: "
+                             + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text)
+        self.transport.close()
+
+
+def listening_socket(port: int, reuse_port: bool, host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -600,15 +624,17 @@ async def serve(args: argparse.Namespace) -> None:
         from serving.tls import server_context
 
         tls = server_context(args.tls_cert, args.tls_key)
-    sock = listening_socket(args.port, args.reuse_port)
+    sock = listening_socket(args.port, args.reuse_port, args.host)
     server = await loop.create_server(lambda: Client(router), sock=sock, ssl=tls, backlog=1024)
+    health = await loop.create_server(lambda: Health(router), args.host, args.health_port) \
+        if args.health_port else None
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, router.reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     router.write_status()
     router.sweep()
-    log.info("router: serving %s on 127.0.0.1:%d, generation %d", ", ".join(router.table.routes), args.port,
+    log.info("router: serving %s on %s:%d, generation %d", ", ".join(router.table.routes), args.host, args.port,
              router.table.generation)
     notify = notifier(os.environ.pop(names.NOTIFY_SOCKET, None))
     if notify is not None:
@@ -630,7 +656,7 @@ async def serve(args: argparse.Namespace) -> None:
             log.info("router: a connection queued at the stop failed its start: %s", err)
             conn.close()
     server.close()
-    router.stopping = True
+    router.stopping = True  # from here the health port answers 503
     router.drained = loop.create_future()
     router.check_drained()
     try:
@@ -639,6 +665,8 @@ async def serve(args: argparse.Namespace) -> None:
         log.warning("router: %d connections still busy at the stop deadline", len(router.clients))
     for route in router.table.routes.values():
         route.close_idle()
+    if health is not None:
+        health.close()
     log.info("router: stopped")
 
 
@@ -647,7 +675,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--config", required=True, help="the routes and the split (JSON; re-read on SIGHUP)")
     parser.add_argument("--status", required=True, help="where the applied generation is written")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0 in a pod)")
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (beside a predecessor)")
+    parser.add_argument("--health-port", type=int, help="answer readiness probes on this port (GET: 200, 503 once draining)")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--timeout-ms", type=int, default=names.DEFAULT_TIMEOUT_MS)

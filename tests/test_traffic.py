@@ -642,3 +642,46 @@ def test_the_router_serves_https_with_the_services_certificate(tmp_path, deploym
             httpx.post(outs["scoring_uri"].replace("https://", "http://"), json={}, headers=KEY, timeout=5)
     finally:
         provider.delete("", outs)
+
+
+def test_the_router_as_a_pod_runs_it_routes_by_host_and_answers_its_own_readiness(tmp_path):
+    """As components/kubernetes_split.py starts it: on every address, to deployments named by host
+    and port (cluster IPs there), with its readiness on a port of its own: 200 while it serves, 503
+    from SIGTERM while it drains a request in flight (so the orchestrator stops sending it more)."""
+    import json
+    import signal
+    import subprocess
+
+    from tests.helpers import free_port
+
+    with _FakeDeployment() as port:
+        config = tmp_path / "router.json"
+        config.write_text(json.dumps({"routes": [{"name": "only", "host": "127.0.0.1", "port": port, "traffic": 100}]}))
+        serving, health = free_port(), free_port()
+        router = subprocess.Popen([sys.executable, "-m", "serving.router", "--config", str(config),
+                                   "--status", str(tmp_path / "status.json"), "--host", "0.0.0.0",
+                                   "--port", str(serving), "--health-port", str(health)], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(f"http://127.0.0.1:{health}/ready")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert httpx.get(f"http://127.0.0.1:{health}/ready").text == "ready"
+            assert httpx.post(f"http://127.0.0.1:{serving}/score", content=b"{}").json() == {"ok": True}
+            slow = threading.Thread(target=httpx.post, args=(f"http://127.0.0.1:{serving}/slow",), kwargs={"content": b""})
+            slow.start()
+            time.sleep(0.3)
+            router.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            draining = httpx.get(f"http://127.0.0.1:{health}/ready")
+            assert (draining.status_code, draining.text) == (503, "stopping")
+            slow.join(timeout=10)
+            assert router.wait(timeout=15) == 0
+        finally:
+            if router.poll() is None:
+                router.kill()
+                router.wait()

@@ -17,7 +17,7 @@ from infra.schema import StackConfig, Strict
 from infra.targets import ReplaceRules, Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_logs, workload_problems
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
 # 3 nodes (MicrosoftDocs/azure-docs articles/machine-learning/v1/how-to-create-attach-kubernetes.md).
@@ -309,7 +309,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
         workload_args(
             ctx, svc,
             namespace=namespace.metadata.name,
-            image_ref=ctx.images[svc.image_name].image_ref,
+            images=ctx.images,
             provider=cluster.provider,
             accelerator=accelerator,
             production=ctx.cfg.workspace.protect,
@@ -323,9 +323,7 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
             ) if svc.collect_model_data else None,
         ),
     )
-    logs = {"kind": "kubernetes", "cluster": cluster.cluster_name, "namespace": svc.namespace,
-            "selector": f"app.kubernetes.io/name={svc.name}", "container": "scoring"}
-    return Deployed(aks, logs)
+    return Deployed(aks, workload_logs(cluster.cluster_name, svc))
 
 
 # ---- what the offline plan's mocks answer --------------------------------------------------------
@@ -347,7 +345,11 @@ def _agent_pool(r: MockResource) -> None:
     r.state["name"] = r.state.get("agentPoolName", r.name)
 
 
-def _load_balancer(r: MockResource) -> None:
+def _kube_service(r: MockResource) -> None:
+    """What the API server and the cloud's load balancer add to a Service: a cluster IP from the
+    service range, stable per name, and the load balancer's address."""
+    digest = int(_hash("cluster-ip", r.name)[:4], 16)
+    r.state["spec"] = {**(r.state.get("spec") or {}), "clusterIP": f"10.0.{digest >> 8}.{digest & 0xff or 1}"}
     r.state["status"] = {"loadBalancer": {"ingress": [{"ip": "20.0.0.2"}]}}
 
 
@@ -376,7 +378,7 @@ TARGET = register(Target(
     mock_resources={
         MANAGED_CLUSTER: _managed_cluster,
         MANAGED_CLUSTER_POOL: _agent_pool,
-        "kubernetes:core/v1:Service": _load_balancer,
+        "kubernetes:core/v1:Service": _kube_service,
     },
     logs={"kubernetes": read_logs},
     public_endpoints=PUBLIC_ENDPOINTS,

@@ -21,7 +21,7 @@ from infra.deploy import DeployContext, Deployed
 from infra.schema import PROJECT_ROOT, StackConfig, Strict, expand, offline
 from infra.targets import Target, pushed_image_problem, register
 from infra.vm_sizes import RESOURCES
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_logs, workload_problems
 
 
 class PullSecretConfig(Strict):
@@ -171,7 +171,7 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
         workload_args(
             ctx, svc,
             namespace=namespace.name,
-            image_ref=ctx.container_images[svc.image_name].image_ref,
+            images=ctx.container_images,
             provider=cluster.provider,
             accelerator=accelerator,
             production=ctx.cfg.workspace.protect,
@@ -180,9 +180,7 @@ def deploy(ctx: DeployContext, svc: KubernetesServiceConfig) -> Deployed:
             annotations=cluster.annotations,
         ),
     )
-    logs = {"kind": "kubernetes", "cluster": svc.cluster, "namespace": svc.namespace,
-            "selector": f"app.kubernetes.io/name={svc.name}", "container": "scoring"}
-    return Deployed(service, logs)
+    return Deployed(service, workload_logs(svc.cluster, svc))
 
 
 TARGET = register(Target(
