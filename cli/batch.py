@@ -1,17 +1,22 @@
-"""`ml-deploy batch run`: score a CSV or a folder of files with a batch job's image, on this machine.
+"""`ml-deploy batch run`: score a CSV or a folder of files with a batch job's image.
 
     ./ml-deploy batch run --stack local --job nightly-churn --input rows.csv --output out/
+    ./ml-deploy batch run --stack lab --job nightly-k8s --input rows.csv --output out/ [--kubeconfig F] [--context C]
 
 The job is an entry of the stack's `ml-deploy:batch`; `pulumi up` has prepared its image (the bundle
 and the environment's venv, as for a local service) and exported where they are (`batch.<job>`).
 This runs serving/batch.py from that bundle with that venv and the job's settings: `max_concurrency`
 workers, progress on stderr, `<output>/predictions.csv` (append_row), `errors.csv`, `summary.json`.
 Interrupted (Ctrl-C), it keeps the finished mini-batches: the same command resumes.
+
+A job with `target: kubernetes` runs as an indexed Job on its cluster (cli/batch_kubernetes.py), with
+the same output here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--job", required=True, help="the job's name in ml-deploy:batch")
     run.add_argument("--input", required=True, help="a CSV file, or a folder of files")
     run.add_argument("--output", required=True, help="the folder for predictions.csv, errors.csv, summary.json")
+    run.add_argument("--kubeconfig", help="a job on a cluster: the kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    run.add_argument("--context", help="a job on a cluster: the kubeconfig context")
     errors.add_debug_flag(run)
     args = parser.parse_args(argv)
     with errors.one_line("ml-deploy batch", args.debug):
@@ -63,11 +70,22 @@ def main(argv: list[str] | None = None) -> int:
             raise BatchCliError(f"stack {args.stack!r} has no batch job {args.job!r} deployed (it has: {known}); "
                                 f"declare it under ml-deploy:batch and `pulumi up --stack {args.stack}`")
         job = jobs[args.job]
-        if job.get("target") != "local":
-            raise BatchCliError(f"batch job {args.job!r} runs on {job.get('target')!r}: only local jobs run here")
         source = Path(args.input)
         if not source.exists():
             raise BatchCliError(f"input {source} does not exist")
+        if job.get("target") == "kubernetes":
+            from cli import batch_kubernetes
+
+            try:
+                summary = batch_kubernetes.run(job, args.job, source, Path(args.output), args.kubeconfig, args.context)
+            except KeyboardInterrupt:
+                print(f"\nbatch {args.job}: interrupted; the kept mini-batches stay on the job's volume: "
+                      "run it again to resume", file=sys.stderr)
+                return 130
+            print(json.dumps(summary))
+            return 0
+        if job.get("target") != "local":
+            raise BatchCliError(f"batch job {args.job!r} runs on {job.get('target')!r}, which `batch run` does not start yet")
         argv_, env, cwd = command(job, args.job, source, Path(args.output))
         if not Path(argv_[0]).exists():
             raise BatchCliError(f"the job's environment {argv_[0]} is gone: `pulumi up --stack {args.stack}` again")

@@ -23,6 +23,7 @@ from components.kubernetes_split import (
 from components.runtime import ServiceRuntime
 from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, ScoringService
 from serving import settings as runtime
+from serving.router import EXTRA_WAIT_S as router_wait_s
 
 WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
@@ -67,6 +68,14 @@ CONFIG_HASH_ANNOTATION = "ml-deploy/config-sha256"
 """On the pod template: the mounted config's digest, so a changed config rolls the pods whatever the
 ConfigMap's name (a mounted ConfigMap changes in running pods only after the kubelet's sync, and
 nothing tells the process), and a plan shows that rollout even where the new name is not yet known."""
+
+
+def _route(service: str, deployment: str, cluster_ip: str, traffic: int) -> dict[str, object]:
+    """A router's route to a deployment's Service. The API server gives every ClusterIP Service its
+    address; none (a Service without one) would route every request to nowhere, so it stops `up`."""
+    if not cluster_ip and not pulumi.runtime.is_dry_run():
+        raise ValueError(f"{service}-{deployment}: its Service has no cluster IP for the router to send requests to")
+    return {"name": deployment, "host": cluster_ip, "port": DEPLOYMENT_PORT, "traffic": traffic}
 
 
 def rollout_bounds(timings: ProbeTimings, replicas: int) -> tuple[int, int]:
@@ -164,6 +173,9 @@ class AksServiceArgs:
     connecting to the serving port."""
     component: Optional[str] = None
     """COMPONENT_LABEL's value on every object."""
+    drain_s: Optional[int] = None
+    """How long the process may take to finish its requests after SIGTERM; default: the runtime's
+    shutdown grace."""
     split: Optional[TrafficSplit] = None
     """Deployments instead of `image_ref`: each an AksService of its own, and this one their router
     (components/kubernetes_split.py)."""
@@ -350,7 +362,8 @@ class AksService(ScoringService):
                         # projected token (azure.workload.identity/use), not this one.
                         automount_service_account_token=False,
                         # The preStop sleep, the runtime's drain, and a margin before SIGKILL.
-                        termination_grace_period_seconds=PRE_STOP_SLEEP_S + settings.shutdown_grace_s + 5,
+                        termination_grace_period_seconds=PRE_STOP_SLEEP_S + (
+                            args.drain_s if args.drain_s is not None else settings.shutdown_grace_s) + 5,
                         # Pod Security Standards "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards/):
                         # non-root, seccomp RuntimeDefault; the container drops every capability below.
                         security_context=k8s.core.v1.PodSecurityContextArgs(
@@ -499,20 +512,22 @@ class AksService(ScoringService):
                 args, image_ref=d.image_ref, runtime=behind, service_type="ClusterIP", internal_load_balancer=False,
                 load_balancer_source_ranges=[], split=None), pulumi.ResourceOptions(parent=self))
             self.deployments[d.name] = deployment
-            routes.append(deployment.cluster_ip.apply(lambda ip, d=d: {
-                "name": d.name, "host": ip, "port": DEPLOYMENT_PORT, "traffic": d.traffic}))
+            routes.append(deployment.cluster_ip.apply(lambda ip, d=d: _route(name, d.name, ip, d.traffic)))
         mirror = dict(split.mirror)
         config = pulumi.Output.all(*routes).apply(lambda resolved: router_config(list(resolved), mirror))
         return replace(
             args,
-            # The router is in every scoring image; the first deployment's is as good as any.
+            # The router is in every scoring image; it runs from the first deployment's (so a new image
+            # for that deployment rolls the router too, after the deployment).
             image_ref=split.deployments[0].image_ref,
             # No keys in the router (the deployments check them) and no telemetry of its own.
             runtime=replace(args.runtime, auth_enabled=False, app_insights=None),
             command=router_command(CONFIG_DIR, ROUTER_HEALTH_PORT, args.runtime.timeout_ms, args.runtime.tls is not None),
             config_files={ROUTER_CONFIG: config},
-            health_port=ROUTER_HEALTH_PORT, component=ROUTER_COMPONENT, cpu_cores=ROUTER_CPU_CORES, memory_gb=ROUTER_MEMORY_GB,
-            accelerator=None, collection=None, split=None,
+            health_port=ROUTER_HEALTH_PORT, component=ROUTER_COMPONENT,
+            # A request in flight at SIGTERM may take the scoring timeout and the router's own margin.
+            drain_s=math.ceil(args.runtime.timeout_ms / 1000 + router_wait_s),
+            cpu_cores=ROUTER_CPU_CORES, memory_gb=ROUTER_MEMORY_GB, accelerator=None, collection=None, split=None,
         )
 
     def _collection_identity(self, name: str, args: AksServiceArgs, labels: dict[str, str]) -> pulumi.Output[str]:

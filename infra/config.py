@@ -150,13 +150,20 @@ def _common_problems(cfg: StackConfig, targets: dict[str, Target[Any]]) -> list[
             problems.append(f"batch[{i}].image: no image named {job.image!r} in images")
         if job.target not in BATCH_TARGETS:
             problems.append(f"batch[{i}].target: unknown batch target {job.target!r} (one of: {', '.join(BATCH_TARGETS)})")
-        elif job.target != "local":
+        elif targets.get(job.target) is None or targets[job.target].batch is None:
+            built = ", ".join(name for name, t in targets.items() if t.batch is not None)
             problems.append(f"batch[{i}].target: {job.target!r} batch jobs are not built yet in this version; "
-                            "`local` is (see docs/batch.md)")
-        elif kind != "local":
-            problems.append(f"batch[{i}].target: 'local' needs a workspace of kind local (workspace.kind is {kind!r})")
-        if job.target == "local" and job.instance_count != 1:
-            problems.append(f"batch[{i}].instance_count: a local job runs on this machine: scale it with max_concurrency")
+                            f"{built} are (see docs/batch.md)")
+        elif kind not in targets[job.target].workspace_kinds:
+            problems.append(f"batch[{i}].target: {job.target!r} needs a workspace of kind "
+                            f"{' or '.join(targets[job.target].workspace_kinds)} (workspace.kind is {kind!r})")
+        if job.target != "kubernetes":
+            for key in ("cluster", "storage_class"):
+                if getattr(job, key) is not None:
+                    problems.append(f"batch[{i}].{key}: only for target: kubernetes (this job's is {job.target!r})")
+        if job.target in ("local", "kubernetes") and job.instance_count != 1:
+            problems.append(f"batch[{i}].instance_count: for batch_endpoint; scale a {job.target} job with "
+                            "max_concurrency (its workers; on a cluster, its pods)")
     for target in targets.values():
         for key in target.sections:
             if cfg.sections.get(key) and kind not in target.workspace_kinds:

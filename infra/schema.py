@@ -380,7 +380,7 @@ class SplitService(ServiceBase, Generic[D]):
 
 
 BATCH_TARGETS = ("local", "kubernetes", "aks", "batch_endpoint")
-"""Where a batch job can run, as the config names them; `local` is built (the others: docs/batch.md)."""
+"""Where a batch job can run, as the config names them; `local` and `kubernetes` are built (the others: docs/batch.md)."""
 
 
 class BatchJobConfig(Strict):
@@ -407,6 +407,17 @@ class BatchJobConfig(Strict):
     input_format: Optional[Literal["tabular", "json_rows", "files"]] = None
     """How run() gets a mini-batch: a DataFrame (`tabular`, CSV input's default), `{"data": rows}` as
     the online service gets it (`json_rows`), or file paths (`files`, a folder's default)."""
+    # On a cluster (`target: kubernetes`): where the Job's pods run and what they get.
+    cluster: Optional[str] = None
+    """kubernetes: a cluster name from `kubernetes_clusters`."""
+    namespace: str = Field(default="ml-deploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    cpu_cores: float = Field(default=1, gt=0)
+    """Per pod: its CPU request and limit (each pod runs one worker)."""
+    memory_gb: float = Field(default=1, gt=0)
+    storage_class: Optional[str] = None
+    """The StorageClass of the job's volume (input, kept mini-batches, output), which every pod mounts
+    at once: one that gives ReadWriteMany on a cluster of several nodes; unset: the cluster's default."""
+    storage_size: str = Field(default="10Gi", pattern=r"^[0-9]+(Mi|Gi|Ti)$")
 
 
 class PromotedConfig(Strict):

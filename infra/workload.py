@@ -143,6 +143,24 @@ def workload_problems(path: str, svc: KubernetesWorkload, production: bool = Fal
     return problems
 
 
+def name_clashes(services: list[tuple[int, KubernetesWorkload]]) -> list[str]:
+    """Deployments whose objects (`<service>-<deployment>`) would take another service's names on the
+    same cluster and namespace: the API server would refuse them only halfway through `up`."""
+    owners: dict[tuple[str, str, str], str] = {}
+    for i, svc in services:
+        owners[(svc.cluster, svc.namespace, svc.name)] = f"services[{i}]"
+    problems = []
+    for i, svc in services:
+        for j, d in enumerate(svc.deployments or []):
+            name = f"{svc.name}-{d.name}"
+            other = owners.get((svc.cluster, svc.namespace, name))
+            if other is not None:
+                problems.append(f"services[{i}].deployments[{j}].name: its objects would be named {name}, "
+                                f"which {other} already is on cluster {svc.cluster}, namespace {svc.namespace}")
+            owners[(svc.cluster, svc.namespace, name)] = f"services[{i}].deployments[{j}]"
+    return problems
+
+
 def workload_runtime(ctx: DeployContext, svc: KubernetesWorkload) -> ServiceRuntime:
     """A workload's runtime: a worker per whole core, the SDK's per-replica concurrency, the config's keys."""
     return ctx.runtime(

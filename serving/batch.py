@@ -4,6 +4,7 @@ machine (`ml-deploy batch run`) and, as the same module inside an image, a Kuber
     python -m serving.batch --script score.py --input PATH --output DIR [--mini-batch-size 100]
         [--workers 2] [--error-threshold 10] [--retries 2] [--input-format tabular|json_rows|files]
         [--output-action append_row|summary_only] [--output-file-name predictions.csv]
+        [--shard I/N --parts-only] [--source-root DIR]
 
 The contract (learn.microsoft.com/azure/machine-learning/how-to-batch-scoring-script): `init()` "is
 called once at the beginning of the process", `run(mini_batch)` "for each mini batch", and "The
@@ -28,6 +29,9 @@ What this driver adds:
   only the mini-batches not yet kept. The output file appears only at the end, by rename.
 - **Progress**: items, rate, ETA and failures, on one updated line on a terminal and as plain lines
   otherwise.
+- **Shards** (a Kubernetes indexed Job's pods, `--shard I/N --parts-only`): shard I scores the
+  mini-batches whose index is I modulo N into the shared parts folder and stops there; whoever
+  started them assembles the output once every shard is done (`assemble`).
 """
 
 from __future__ import annotations
@@ -71,15 +75,20 @@ class MiniBatch:
     file_name: str = ""
     paths: Optional[list[str]] = None
     """File input: the files, which are their own sources."""
+    labels: Optional[list[str]] = None
+    """File input: how the sources are written (the paths relative to `--source-root`, when given)."""
 
     def source(self, i: int) -> str:
         """Item `i`'s source: `<file>:<line>` for a CSV row, the path for a file."""
-        return self.paths[i] if self.paths is not None else f"{self.file_name}:{self.first_line + i}"
+        if self.paths is not None:
+            return (self.labels or self.paths)[i]
+        return f"{self.file_name}:{self.first_line + i}"
 
     def item(self, i: int) -> "MiniBatch":
         """Item `i` alone, as a mini-batch of one."""
         if self.paths is not None:
-            return MiniBatch(self.index, [self.paths[i]], 1, paths=[self.paths[i]])
+            return MiniBatch(self.index, [self.paths[i]], 1, paths=[self.paths[i]],
+                             labels=[self.source(i)])
         one = self.payload.iloc[i:i + 1] if hasattr(self.payload, "iloc") else [self.payload[i]]
         return MiniBatch(self.index, one, 1, self.first_line + i, self.file_name)
 
@@ -94,13 +103,14 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and PARTS not in p.parts)
 
 
-def mini_batches(path: Path, fmt: str, size: int) -> Iterator[MiniBatch]:
+def mini_batches(path: Path, fmt: str, size: int, source_root: Optional[Path] = None) -> Iterator[MiniBatch]:
     """The input cut into mini-batches, in order."""
     if fmt == "files":
         files = files_under(path) if path.is_dir() else [path]
         for index, start in enumerate(range(0, len(files), size)):
             chunk = [str(f) for f in files[start:start + size]]
-            yield MiniBatch(index, chunk, len(chunk), paths=chunk)
+            labels = [os.path.relpath(f, source_root) for f in chunk] if source_root is not None else None
+            yield MiniBatch(index, chunk, len(chunk), paths=chunk, labels=labels)
         return
     import pandas as pd
 
@@ -309,14 +319,19 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     parts = output / PARTS
+    shard, shards = args.shard
     stamp = fingerprint(args, script)
     if parts.exists() and (parts / "job").exists() and (parts / "job").read_text() != stamp:
         # Kept from another input, script or mini-batch size: not this job's to resume.
-        shutil.rmtree(parts)
+        shutil.rmtree(parts, ignore_errors=shards > 1)
     parts.mkdir(exist_ok=True)
-    (parts / "job").write_text(stamp)
+    _write_whole(parts / "job", stamp)  # shards write the same stamp side by side
     total = count_items(source, fmt)
-    done_before = kept(parts)
+    if shards > 1:
+        # This shard's share of the items, for its progress.
+        size = args.mini_batch_size
+        total = sum(min(size, total - i * size) for i in range(shard, -(-total // size), shards))
+    done_before = {i: n for i, n in kept(parts).items() if i % shards == shard}
     failed_before = sum(done_before.values())
     threshold = args.error_threshold
     items_before = sum(min(args.mini_batch_size, total - i * args.mini_batch_size) for i in done_before)
@@ -333,9 +348,10 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
                                        initializer=_init_worker, initargs=(str(script), fmt))
     pending: set[futures.Future[Any]] = set()
     try:
-        for batch in mini_batches(source, fmt, args.mini_batch_size):
+        root = Path(args.source_root) if args.source_root else None
+        for batch in mini_batches(source, fmt, args.mini_batch_size, root):
             total_batches = batch.index + 1
-            if batch.index in done_before:
+            if batch.index % shards != shard or batch.index in done_before:
                 continue
             pending.add(pool.submit(score, batch, args.retries))
             if len(pending) >= args.workers * 2:
@@ -351,6 +367,10 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         # Mini-batches not started are dropped; those running finish (and are lost) before this returns.
         pool.shutdown(wait=True, cancel_futures=True)
     progress.update(0, 0, final=True)
+    _write_whole(parts / "batches", str(total_batches))
+    if args.parts_only:
+        return {"job": args.job, "shard": f"{shard}/{shards}", "items": total, "batches": total_batches,
+                "parts": str(parts)}
     rows, errors = assemble(parts, output, args.output_file_name, args.output_action, total_batches)
     summary = {"job": args.job, "items": total, "scored": rows, "failed": errors,
                "output": str(output / args.output_file_name) if args.output_action == "append_row" else None,
@@ -358,6 +378,23 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(parts)
     return summary
+
+
+def _write_whole(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def shard_arg(value: str) -> tuple[int, int]:
+    """`I/N` (0 <= I < N) as (I, N)."""
+    try:
+        index, count = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not I/N (e.g. 0/2)") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{value!r}: the shard I must be 0 to N-1")
+    return index, count
 
 
 def _collect(finished: set[futures.Future[Any]], parts: Path, progress: Progress, failed: int, threshold: int) -> int:
@@ -386,7 +423,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--input-format", choices=("tabular", "json_rows", "files"))
     parser.add_argument("--output-action", choices=("append_row", "summary_only"), default="append_row")
     parser.add_argument("--output-file-name", default="predictions.csv")
+    parser.add_argument("--shard", type=shard_arg, default=(0, 1),
+                        help="I/N: score only the mini-batches whose index is I modulo N (a Job's pod I of N)")
+    parser.add_argument("--parts-only", action="store_true",
+                        help="keep the scored mini-batches in the output's parts folder; do not assemble")
+    parser.add_argument("--source-root", help="file input: write sources relative to this folder")
     args = parser.parse_args(argv)
+    if args.shard[1] > 1 and not args.parts_only:
+        parser.error("--shard with more than one shard needs --parts-only (the shards' starter assembles)")
     if args.mini_batch_size < 1 or args.workers < 1 or args.retries < 0:
         parser.error("--mini-batch-size and --workers must be 1 or more, --retries 0 or more")
     try:

@@ -66,8 +66,13 @@ _DROPPED = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"trans
 MIRRORS_IN_FLIGHT = 64
 """Mirrored requests outstanding to one deployment at most; past it a copy is skipped, not queued."""
 MAX_HEADER_BYTES = 65_536
+HEALTH_READ_TIMEOUT_S = 5.0
 MAX_PIPELINED = 32
 """Requests one client may have waiting on its connection; past it the router stops reading it."""
+UPSTREAM_MAX_AGE_S = 30.0
+"""A kept-alive connection to a deployment is closed once this old: through a Service's cluster IP a
+connection stays with the pod it reached, so pods the autoscaler adds get their share only as
+connections are made anew."""
 EXTRA_WAIT_S = 10.0
 """How long past the scoring timeout the router waits for a deployment's answer before a 504 of its own
 (the deployment answers a stuck run() with its own 504 at the timeout)."""
@@ -120,6 +125,12 @@ class Table:
             best.current -= self.total
         return best
 
+    def other(self, failed: Route) -> Optional[Route]:
+        """Where a request goes when `failed` cannot be reached: the live deployment with the largest
+        share, else any other deployment (None: there is no other)."""
+        others = [r for r in self.routes.values() if r is not failed and not r.retired]
+        return max(others, key=lambda r: r.weight, default=None)
+
     def mirrors(self) -> list[Route]:
         """The deployments this request is copied to: each gets exactly its percent over every 100."""
         chosen = []
@@ -154,11 +165,15 @@ def read_table(path: Path, old: Optional[Table] = None) -> Table:
 class Exchange:
     """One request on its way to a deployment, and where its answer goes."""
 
-    __slots__ = ("route", "request", "head", "sink", "answered", "retry", "started", "client")
+    __slots__ = ("route", "request", "head", "sink", "answered", "retry", "started", "client", "fallback")
 
     def __init__(self, route: Route, request: bytes, head: bool, sink: Optional[Callable[[bytes], None]],
-                 answered: Callable[..., None], retry: bool, client: Optional["Client"] = None):
+                 answered: Callable[..., None], retry: bool, client: Optional["Client"] = None,
+                 fallback: bool = False):
         self.route, self.request, self.head, self.sink = route, request, head, sink
+        self.fallback = fallback
+        """Whether another deployment may take it when this one cannot be reached (a request the
+        split placed, not one that names its deployment, nor a mirror's copy)."""
         self.answered = answered
         """`answered(upstream, error[, status])`, once, when the answer ended or could not be had."""
         self.retry = retry
@@ -186,6 +201,7 @@ class Upstream(asyncio.Protocol):
         self.reading_paused = False
         self.used = 0
         self.closed = False
+        self.opened = time.monotonic()
 
     # ---- asyncio ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -276,7 +292,8 @@ class Upstream(asyncio.Protocol):
 
     def release(self) -> None:
         """Back to the route's idle connections, or closed when it cannot carry another request."""
-        if self.closed or not self.keep_alive or self.route.retired or self.router.stopping:
+        if (self.closed or not self.keep_alive or self.route.retired or self.router.stopping
+                or time.monotonic() - self.opened > UPSTREAM_MAX_AGE_S):
             self.close()
         else:
             self.route.idle.append(self)
@@ -425,7 +442,8 @@ class Client(asyncio.Protocol):
         if named is None:
             for mirror in router.table.mirrors():
                 router.mirror(mirror, request, head)
-        router.forward(route, request, head, self._relay, self._answered, retry=True, client=self)
+        router.forward(route, request, head, self._relay, self._answered, retry=True, client=self,
+                       fallback=named is None)
 
     def _relay(self, data: bytes) -> None:
         if self.transport is not None:
@@ -510,9 +528,10 @@ class Router:
         log.info("router: applied generation %d: %s", table.generation, shares)
 
     def forward(self, route: Route, request: bytes, head: bool, sink: Optional[Callable[[bytes], None]],
-                answered: Callable[..., None], retry: bool, client: Optional[Client] = None) -> None:
+                answered: Callable[..., None], retry: bool, client: Optional[Client] = None,
+                fallback: bool = False) -> None:
         """Send `request` to `route` on an idle connection, or a new one; `answered(upstream, error)` at the end."""
-        self._send(Exchange(route, request, head, sink, answered, retry, client))
+        self._send(Exchange(route, request, head, sink, answered, retry, client, fallback))
 
     def _send(self, exchange: Exchange) -> None:
         route = exchange.route
@@ -528,8 +547,16 @@ class Router:
         try:
             _, upstream = await self.loop.create_connection(lambda: Upstream(route, self), route.host, route.port)
         except OSError as err:
-            exchange.answered(None, f"deployment {route.name} ({route.host}:{route.port}) cannot be reached: "
-                                    f"{err.strerror or err}")
+            problem = f"deployment {route.name} ({route.host}:{route.port}) cannot be reached: {err.strerror or err}"
+            other = self.table.other(route) if exchange.fallback else None
+            if other is not None:
+                # Nothing was sent: another deployment answers rather than nobody (a deployment being
+                # removed while a router that still lists it drains, or one that is down).
+                log.warning("%s; sent to %s instead", problem, other.name)
+                exchange.route, exchange.fallback = other, False
+                self._send(exchange)
+                return
+            exchange.answered(None, problem)
             return
         upstream.send(exchange)
 
@@ -592,13 +619,21 @@ class Health(asyncio.Protocol):
 
     def __init__(self, router: "Router"):
         self.router = router
+        self.received = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # A probe sends its request at once; a connection that never does is closed.
+        self.timer = asyncio.get_running_loop().call_later(HEALTH_READ_TIMEOUT_S, self.transport.close)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if b"\r\n\r\n" not in data and len(data) < MAX_HEADER_BYTES:
-            return  # a probe's request arrives whole; anything else is waited for, then answered
+        self.received += data
+        if b"\r\n\r\n" not in self.received and len(self.received) < MAX_HEADER_BYTES:
+            return  # the rest of the request's head is still coming
+        self.timer.cancel()
         status, text = (b"503 Service Unavailable", b"stopping") if self.router.stopping else (b"200 OK", b"ready")
         self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain\r\ncontent-length: "
                              + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text)

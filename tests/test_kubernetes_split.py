@@ -181,3 +181,16 @@ def test_the_policy_checks_the_deployments_keys_not_the_routers(split, run):
         del split["ml-deploy:services"][0][key]
     flagged = [v for v in evaluate(run(split).resources, "lab", ROOT) if "without auth" in v.message]
     assert len(flagged) == 2  # blue and green, not the router
+
+
+def test_a_deployment_may_not_take_another_services_names(split):
+    split["ml-deploy:services"].append({"name": "churn-blue", "image": "diabetes", "target": "kubernetes",
+                                        "cluster": "team", "primary_key": "a" * 20, "secondary_key": "b" * 20})
+    assert_rejected(split, "services[0].deployments[0].name", "which services[1] already is")
+
+
+def test_the_router_drains_for_as_long_as_a_request_may_take(split, run):
+    split["ml-deploy:services"][0]["scoring_timeout_ms"] = 120_000
+    spec = run(split).by_name(DEPLOYMENT, "churn-deployment").inputs["spec"]["template"]["spec"]
+    # preStop sleep, then the scoring timeout plus the router's own margin, then 5 s.
+    assert spec["terminationGracePeriodSeconds"] == 5 + 120 + 10 + 5

@@ -685,3 +685,50 @@ def test_the_router_as_a_pod_runs_it_routes_by_host_and_answers_its_own_readines
             if router.poll() is None:
                 router.kill()
                 router.wait()
+
+
+def test_a_deployment_that_cannot_be_reached_hands_its_requests_to_another(tmp_path):
+    """A request the split sends to a deployment nobody listens for (one being removed while an old
+    router drains, one that is down) goes to another deployment; one that names the missing
+    deployment gets the router's 502, and the health port answers a request sent in pieces."""
+    import json
+    import signal
+    import socket
+    import subprocess
+
+    from tests.helpers import free_port
+
+    with _FakeDeployment() as port:
+        config = tmp_path / "router.json"
+        gone = free_port()
+        config.write_text(json.dumps({"routes": [{"name": "gone", "port": gone, "traffic": 50},
+                                                 {"name": "up", "port": port, "traffic": 50}]}))
+        serving, health = free_port(), free_port()
+        router = subprocess.Popen([sys.executable, "-m", "serving.router", "--config", str(config),
+                                   "--status", str(tmp_path / "status.json"), "--port", str(serving),
+                                   "--health-port", str(health)], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(f"http://127.0.0.1:{health}/ready")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            uri = f"http://127.0.0.1:{serving}/score"
+            assert [httpx.post(uri, content=b"{}").status_code for _ in range(10)] == [200] * 10
+            named = httpx.post(uri, content=b"{}", headers={"azureml-model-deployment": "gone"})
+            assert named.status_code == 502 and "cannot be reached" in named.json()["message"]
+            with socket.create_connection(("127.0.0.1", health), timeout=10) as s:
+                s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n")
+                time.sleep(0.2)
+                s.sendall(b"\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            router.send_signal(signal.SIGTERM)
+            try:
+                router.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                router.kill()
+                router.wait()

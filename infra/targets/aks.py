@@ -17,7 +17,7 @@ from infra.schema import StackConfig, Strict
 from infra.targets import ReplaceRules, Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_logs, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, name_clashes, read_logs, workload_args, workload_logs, workload_problems
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
 # 3 nodes (MicrosoftDocs/azure-docs articles/machine-learning/v1/how-to-create-attach-kubernetes.md).
@@ -229,7 +229,7 @@ def _service_problems(cfg: StackConfig) -> list[str]:
         problems += workload_problems(path, svc, cfg.workspace.protect) + _accelerator_problems(path, svc, cfg)
         if svc.cluster not in clusters:
             problems.append(f"{path}.cluster: no cluster named {svc.cluster!r} in aks_clusters")
-    return problems
+    return problems + name_clashes(cfg.services_of(AksServiceConfig))
 
 
 def check(cfg: StackConfig) -> list[str]:

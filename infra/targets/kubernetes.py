@@ -16,12 +16,13 @@ import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
 from components.aks_service import AcceleratorRequest, AksService
+from components.kubernetes_batch import batch_volume
 from components.kubernetes_cluster import KubernetesCluster, KubernetesClusterArgs, RegistryCredentials
 from infra.deploy import DeployContext, Deployed
-from infra.schema import PROJECT_ROOT, StackConfig, Strict, expand, offline
+from infra.schema import PROJECT_ROOT, BatchJobConfig, StackConfig, Strict, expand, offline
 from infra.targets import Target, pushed_image_problem, register
 from infra.vm_sizes import RESOURCES
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, read_logs, workload_args, workload_logs, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, name_clashes, read_logs, workload_args, workload_logs, workload_problems
 
 
 class PullSecretConfig(Strict):
@@ -116,7 +117,7 @@ def _context_problems(cfg: StackConfig) -> list[str]:
 
 
 def check(cfg: StackConfig) -> list[str]:
-    problems = _context_problems(cfg)
+    problems = _context_problems(cfg) + name_clashes(cfg.services_of(KubernetesServiceConfig))
     clusters = {c.name for c in cfg.section("kubernetes_clusters", KubernetesClusterConfig)}
     for i, svc in cfg.services_of(KubernetesServiceConfig):
         path = f"services[{i}]"
@@ -137,7 +138,30 @@ def check(cfg: StackConfig) -> list[str]:
             problems.append(f"{path}.accelerator: an attached cluster's FPGA resource name depends on its device "
                             f"plugin's configuration, which ml-deploy does not manage; use target: aks with an fpga "
                             f"pool in aks_clusters[].accelerator_pools")
+    for i, job in enumerate(cfg.batch):
+        if job.target != "kubernetes":
+            continue
+        if job.cluster is None:
+            problems.append(f"batch[{i}].cluster: a kubernetes job names its cluster (one of kubernetes_clusters)")
+        elif job.cluster not in clusters:
+            problems.append(f"batch[{i}].cluster: no cluster named {job.cluster!r} in kubernetes_clusters")
+        if cfg.workspace.kind == "local" and (cfg.workspace.registry is None or cfg.promote_from is not None):
+            problems.append(f"batch[{i}].target: 'kubernetes' runs the pushed image: a local workspace needs "
+                            f"workspace.registry (and no promote_from)")
     return problems
+
+
+def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
+    """The job's volume on its cluster (its namespace, the registry login), and what `ml-deploy batch
+    run` starts its pods with: the image by digest, the volume's claim, the pull secrets."""
+    assert job.cluster is not None, "validated: a kubernetes job names its cluster"
+    cluster: KubernetesCluster = ctx.shared["kubernetes"][job.cluster]
+    namespace = cluster.namespace(job.namespace)
+    claim = batch_volume(job.name, namespace.name, cluster.provider, job.storage_class, job.storage_size,
+                         ctx.cfg.workspace.protect)
+    return {"cluster": job.cluster, "namespace": job.namespace, "claim": claim.metadata.name,
+            "image_ref": ctx.container_images[job.image].image_ref,
+            "pull_secrets": list(namespace.image_pull_secrets)}
 
 
 def setup(ctx: DeployContext) -> dict[str, KubernetesCluster]:
@@ -193,4 +217,5 @@ TARGET = register(Target(
     setup=setup,
     logs={"kubernetes": read_logs},
     public_endpoints=PUBLIC_ENDPOINTS,
+    batch=batch,
 ))
