@@ -101,9 +101,11 @@ class Cluster:
             raise
 
     def wait_running(self, pod: str) -> None:
+        from kubernetes import client
+
         deadline = time.monotonic() + STAGE_TIMEOUT_S
         while True:
-            status = self.core.read_namespaced_pod(pod, self.namespace).status
+            status = self.core.read_namespaced_pod(pod, self.namespace).status or client.V1PodStatus()
             if status.phase == "Running" and all(c.ready for c in status.container_statuses or []):
                 return
             if status.phase in ("Failed", "Succeeded"):
@@ -232,12 +234,14 @@ def _delete_job(cluster: Cluster, name: str) -> None:
 def _follow(cluster: Cluster, stager: str, job_name: str, run_dir: str, name: str, total: int, pods: int,
             say: Callable[[str], None]) -> None:
     """Until the Job completes: a progress line (mini-batches kept, pods running) whenever it moves."""
+    from kubernetes import client
+
     count = _python("import glob, sys; print(len(glob.glob(sys.argv[1] + '/[0-9]*.json')))")
     last = ""
     started = time.monotonic()
     while True:
         job = cluster.batch.read_namespaced_job(job_name, cluster.namespace)
-        status = job.status
+        status = job.status or client.V1JobStatus()
         code, out, _ = cluster.exec(stager, [*count, f"{run_dir}/out/{driver.PARTS}"])
         kept = int(out.decode().strip() or 0) if code == 0 else 0
         line = (f"batch {name}: {kept:,}/{total:,} mini-batches, {status.active or 0} of {pods} pods running, "

@@ -234,7 +234,7 @@ class AksService(ScoringService):
                        k8s.core.v1.KeyToPathArgs(key="tls.key", path=TLS_KEY_NAME)],
             )))
             mounts.append(k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True))
-        pod_annotations: Optional[pulumi.Input[dict[str, pulumi.Input[str]]]] = annotations
+        pod_annotations: Optional[pulumi.Input[Mapping[str, str]]] = annotations
         if args.config_files:
             files = dict(args.config_files)
             # Named by the provider (`<name>-config-<suffix>`): a changed config is a new ConfigMap
