@@ -23,7 +23,6 @@ from components.kubernetes_split import (
 from components.runtime import ServiceRuntime
 from components.service import TLS_CERT_NAME, TLS_DIR, TLS_KEY_NAME, ProbeTimings, ScoringService
 from serving import settings as runtime
-from serving.router import EXTRA_WAIT_S as router_wait_s
 
 WORKLOAD_IDENTITY_AUDIENCE = "api://AzureADTokenExchange"
 KEYS_SECRET_FIELD = "auth-keys"
@@ -526,7 +525,7 @@ class AksService(ScoringService):
             config_files={ROUTER_CONFIG: config},
             health_port=ROUTER_HEALTH_PORT, component=ROUTER_COMPONENT,
             # A request in flight at SIGTERM may take the scoring timeout and the router's own margin.
-            drain_s=math.ceil(args.runtime.timeout_ms / 1000 + router_wait_s),
+            drain_s=math.ceil(args.runtime.timeout_ms / 1000 + runtime.ROUTER_EXTRA_WAIT_S),
             cpu_cores=ROUTER_CPU_CORES, memory_gb=ROUTER_MEMORY_GB, accelerator=None, collection=None, split=None,
         )
 

@@ -249,6 +249,14 @@ def _bridge_up() -> None:
                                      capture_output=True, text=True).stdout:
         subprocess.run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE], check=True)
     subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+    # A pod answering a Service's virtual IP for a pod on the same bridge must pass iptables, or the
+    # reply skips kube-proxy's NAT: "the plugin must set the net/bridge/bridge-nf-call-iptables sysctl
+    # to 1" (kubernetes.io, network plugins, "Network Plugin Requirements").
+    nf_call = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if not nf_call.exists():
+        _quiet("modprobe", "br_netfilter")
+    if nf_call.exists() and nf_call.read_text().strip() != "1":
+        nf_call.write_text("1\n")
 
 
 def _containerd_config(lab: Lab) -> None:
@@ -288,11 +296,14 @@ state = "{base / 'state'}"
 """)
     # The CNI spec's network configuration list (containernetworking/cni SPEC.md): a bridge with
     # host-local addresses, no masquerade (pods reach nothing beyond this machine), and portmap for
-    # hostPort. containerd adds the loopback plugin itself.
+    # hostPort. containerd adds the loopback plugin itself. Pods get no default route, only one to
+    # the Services' virtual IPs through the node (host-local's `routes`; a route without `gw` takes
+    # the range's gateway, containernetworking/cni issue 629), so a pod reaches a Service and
+    # nothing beyond this machine.
     conflist = {"cniVersion": "1.0.0", "name": CNI_NETWORK, "plugins": [
         {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
          "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
-                  "dataDir": str(lab.state / "cni" / "ipam")}},
+                  "routes": [{"dst": SERVICE_CIDR}], "dataDir": str(lab.state / "cni" / "ipam")}},
         {"type": "portmap", "capabilities": {"portMappings": True}},
     ]}
     _write(net_d / "10-lab.conflist", json.dumps(conflist, indent=1) + "\n")

@@ -73,9 +73,6 @@ UPSTREAM_MAX_AGE_S = 30.0
 """A kept-alive connection to a deployment is closed once this old: through a Service's cluster IP a
 connection stays with the pod it reached, so pods the autoscaler adds get their share only as
 connections are made anew."""
-EXTRA_WAIT_S = 10.0
-"""How long past the scoring timeout the router waits for a deployment's answer before a 504 of its own
-(the deployment answers a stuck run() with its own 504 at the timeout)."""
 
 
 @dataclass
@@ -653,7 +650,7 @@ def listening_socket(port: int, reuse_port: bool, host: str = "127.0.0.1") -> so
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    router = Router(Path(args.config), Path(args.status), args.max_request_bytes, args.timeout_ms / 1000 + EXTRA_WAIT_S)
+    router = Router(Path(args.config), Path(args.status), args.max_request_bytes, args.timeout_ms / 1000 + names.ROUTER_EXTRA_WAIT_S)
     tls: Optional[ssl.SSLContext] = None
     if args.tls_cert:
         from serving.tls import server_context

@@ -66,6 +66,10 @@ DEFAULT_KEEPALIVE_TIMEOUT_S = 5
 DEFAULT_MAX_CONNECTIONS = 1_000
 # Under Kubernetes' default 30 s termination grace, so draining ends before the SIGKILL.
 DEFAULT_SHUTDOWN_GRACE_S = 25
+ROUTER_EXTRA_WAIT_S = 10.0
+"""How long past the scoring timeout a split's router waits for a deployment's answer before a 504 of
+its own (the deployment answers a stuck run() with its own 504 at the timeout). Here, not in
+serving/router.py, so the program and the policy pack read it without the router's httptools."""
 
 LIVENESS_PATH = "/"
 READINESS_PATH = "/ready"

@@ -150,7 +150,10 @@ def changes(stack: auto.Stack) -> dict[str, str]:
     ops: dict[str, set[str]] = {}
     for event in events:
         step = event.resource_pre_event.metadata if event.resource_pre_event else None
-        if step is not None and step.op != auto.OpType.SAME:
+        # Python dynamic providers receive the whole stack config (pulumi/pulumi#17229), so any config
+        # edit updates their default provider: a step that changes no resource, which the preview's
+        # diff does not show either.
+        if step is not None and step.op != auto.OpType.SAME and "::pulumi:providers:pulumi-python::" not in step.urn:
             ops.setdefault(step.urn.rsplit("::", 1)[1], set()).add(step.op.value)
     # A replacement is several steps (create-replacement, replace, delete-replaced): one change.
     return {name: "replace" if "replace" in found else found.pop() for name, found in ops.items()}
