@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import yaml
+
 from cli.errors import CliError
 from components.kubernetes_batch import DATA_DIR, scoring_job, stager_pod
 from serving import batch as driver
@@ -27,6 +29,19 @@ from serving import batch as driver
 POLL_S = 3.0
 STAGE_TIMEOUT_S = 300
 STDIN_CHUNK = 1 << 20
+
+
+def _exit_code(status_text: str, command: list[str], pod: str) -> int:
+    """The exit code in an exec's closing Status (its error channel): Success is 0, a NonZeroExitCode
+    names its code as the ExitCode cause; any other Status is a command that never ran."""
+    status = yaml.safe_load(status_text or "{}") or {}
+    if status.get("status") == "Success":
+        return 0
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((cause.get("message") for cause in causes if cause.get("reason") == "ExitCode"), None)
+    if code is None:
+        raise ClusterBatchError(f"`{command[0]}` could not run in pod {pod}: {status.get('message', 'the exec ended without a status')}")
+    return int(code)
 
 
 class ClusterBatchError(CliError):
@@ -86,7 +101,7 @@ class Cluster:
                     out.write(ws.read_stdout())
                 if ws.peek_stderr():
                     err.write(ws.read_stderr())
-            return ws.returncode, out.getvalue(), err.getvalue()
+            return _exit_code(ws.read_channel(3), command, pod), out.getvalue(), err.getvalue()
         finally:
             ws.close()
 
@@ -119,6 +134,24 @@ class Cluster:
 
 def _python(code: str) -> list[str]:
     return ["python", "-c", code]
+
+
+# Untars stdin into `into` in the image's own python. The tar "data" filter where that python has one
+# (3.12, and backports from 3.8.17; Debian bookworm's 3.11.2 has none): the archive is the CLI's own,
+# one regular file under its own name. Whatever happens, stdin is read to its end: in the lab, an exec
+# whose process exits with input unread never ends (`kubectl exec -i` too; the runtime waits on the
+# stdin copy), so a failed untar would hang the run instead of reporting.
+_UNTAR = """\
+import os, sys, tarfile
+try:
+    os.makedirs({into!r}, exist_ok=True)
+    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+        tar.extractall({into!r}, **({{"filter": "data"}} if hasattr(tarfile, "data_filter") else {{}}))
+    open({staged!r}, "w").close()
+finally:
+    while sys.stdin.buffer.read(1 << 16):
+        pass
+"""
 
 
 def _tar_of(source: Path) -> Callable[[], Any]:
@@ -155,11 +188,8 @@ def run(job: dict[str, Any], name: str, source: Path, output: Path, kubeconfig: 
         code, _, _ = cluster.exec(stager_name, _python(f"import os, sys; sys.exit(0 if os.path.exists({staged!r}) else 1)"))
         if code != 0:
             t0 = time.monotonic()
-            code, _, err = cluster.exec(stager_name, _python(
-                "import os, sys, tarfile\n"
-                f"os.makedirs({run_dir + '/in'!r}, exist_ok=True)\n"
-                f"tarfile.open(fileobj=sys.stdin.buffer, mode='r|').extractall({run_dir + '/in'!r}, filter='data')\n"
-                f"open({staged!r}, 'w').close()"), stdin=_tar_of(source))
+            code, _, err = cluster.exec(stager_name, _python(_UNTAR.format(into=run_dir + "/in", staged=staged)),
+                                        stdin=_tar_of(source))
             if code != 0:
                 raise ClusterBatchError(f"staging the input in pod {stager_name} failed: {err.decode(errors='replace')[-500:]}")
             say(f"batch {name}: staged {source} on the job's volume in {time.monotonic() - t0:.1f}s")
