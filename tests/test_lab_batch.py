@@ -24,9 +24,9 @@ import yaml
 from pulumi import automation as auto
 
 from cli import batch_kubernetes
-from tests.helpers import ROOT, copy_project, engine_dir, engine_environ
+from tests.helpers import ROOT, copy_project
 from tests.test_batch import rows_csv
-from tests.test_lab_stack import PASSPHRASE, _pulumi_home, lab, outputs  # noqa: F401 - `lab` is a fixture
+from tests.test_lab_stack import lab, lab_stack, outputs  # noqa: F401 - `lab` is a fixture
 
 pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
 
@@ -80,13 +80,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, model_files, namespace: st
 
 @pytest.fixture(scope="module")
 def stack(lab, volume, project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[auto.Stack]:
-    env = {**lab, **engine_environ(project, tmp_path_factory.mktemp("lab-batch-state"), PASSPHRASE)}
-    home = Path(env["PULUMI_HOME"])
-    _pulumi_home(engine_dir(), home, env)
-    os.environ.update(env)
-    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(home), env_vars=env,
-                             pulumi_command=auto.PulumiCommand())
-    stack = auto.Stack.create_or_select(STACK, ws)
+    stack = lab_stack(lab, project, tmp_path_factory.mktemp("lab-batch-state"), STACK)
     try:
         stack.up(on_output=lambda _: None)
         yield stack

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import secrets
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ from pulumi import automation as auto
 
 from cli import traffic
 from cli.call import call
-from tests.helpers import ROOT, SEED, copy_project, engine_dir, engine_environ
-from tests.test_lab_stack import PASSPHRASE, Load, _pulumi_home, changes, lab, outputs  # noqa: F401 - `lab` is a fixture
+from tests.helpers import SEED, copy_project
+from tests.test_lab_stack import Load, changes, lab, lab_stack, outputs  # noqa: F401 - `lab` is a fixture
 
 pytestmark = pytest.mark.lab  # scripts/test runs these beside the others
 
@@ -64,13 +63,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, model_files) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(lab, project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[auto.Stack]:
-    env = {**lab, **engine_environ(project, tmp_path_factory.mktemp("lab-split-state"), PASSPHRASE)}
-    home = Path(env["PULUMI_HOME"])
-    _pulumi_home(engine_dir(), home, env)
-    os.environ.update(env)
-    ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(home), env_vars=env,
-                             pulumi_command=auto.PulumiCommand())
-    stack = auto.Stack.create_or_select(STACK, ws)
+    stack = lab_stack(lab, project, tmp_path_factory.mktemp("lab-split-state"), STACK)
     try:
         stack.up(on_output=lambda _: None)
         yield stack

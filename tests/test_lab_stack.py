@@ -85,15 +85,21 @@ def kube(lab: dict[str, str]) -> Any:
     return kube_config.new_client_from_config(config_file=lab["KUBECONFIG"])
 
 
-@pytest.fixture(scope="module")
-def stack(lab, project: Path, state: Path, namespace: str, kube) -> Iterator[auto.Stack]:
+def lab_stack(lab: dict[str, str], project: Path, state: Path, name: str = STACK) -> auto.Stack:
+    """The project's stack `name` on the lab, through the engine scripts/pulumi-engine built, its state
+    under `state`."""
     env = {**lab, **engine_environ(project, state, PASSPHRASE)}
     home = Path(env["PULUMI_HOME"])
     _pulumi_home(engine_dir(), home, env)
     os.environ.update(env)  # the Automation API runs `pulumi` with this process's environment
     ws = auto.LocalWorkspace(work_dir=str(project), pulumi_home=str(home), env_vars=env,
                              pulumi_command=auto.PulumiCommand())
-    stack = auto.Stack.create_or_select(STACK, ws)
+    return auto.Stack.create_or_select(name, ws)
+
+
+@pytest.fixture(scope="module")
+def stack(lab, project: Path, state: Path, namespace: str, kube) -> Iterator[auto.Stack]:
+    stack = lab_stack(lab, project, state)
     stack.set_config("ml-deploy:services[0].namespace", auto.ConfigValue(namespace), path=True)
     try:
         yield stack

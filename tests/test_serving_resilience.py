@@ -76,6 +76,15 @@ class Service:
         markers = self.folder / "started"
         return len(list(markers.iterdir())) if markers.is_dir() else 0
 
+    def clients(self) -> int:
+        """How many client connections to the service's port the kernel holds established (whether or
+        not the server has accepted them yet): /proc/net/tcp's sockets whose local port is ours."""
+        established = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            established += int(local.rsplit(":", 1)[1], 16) == self.port and state == "01"  # TCP_ESTABLISHED
+        return established
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
@@ -408,6 +417,9 @@ def test_past_the_connection_limit_a_new_request_gets_503_while_all_are_busy(tmp
     with serve(tmp_path, MAX_CONNECTIONS="2") as svc:
         calls = [in_background(svc.post, "sleep 3") for _ in range(2)]
         until(lambda: svc.started() == 1, "the first run")
+        # Both calls' connections queued before the probe's: the server takes them in that order, so
+        # the probe is the third whatever the machine's load (CI once saw it beat the second).
+        until(lambda: svc.clients() == 2, "both calls connected")
         r = svc.get("/")
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         assert "open connections" in r.json()["error"]

@@ -557,6 +557,36 @@ class _FakeDeployment:
         self.server.server_close()
 
 
+
+@contextmanager
+def _router_process(tmp_path: Path, routes: list[dict[str, Any]], *args: str) -> Iterator[tuple[Any, int, int]]:
+    """serving.router as its image starts it, over `routes`, ready on its health port: (the process,
+    its scoring port, its health port). Stopped when the block ends."""
+    import json
+    import subprocess
+
+    from tests.helpers import free_port, stop_process
+
+    config = tmp_path / "router.json"
+    config.write_text(json.dumps({"routes": routes}))
+    serving, health = free_port(), free_port()
+    router = subprocess.Popen([sys.executable, "-m", "serving.router", "--config", str(config),
+                               "--status", str(tmp_path / "status.json"), "--port", str(serving),
+                               "--health-port", str(health), *args], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{health}/ready")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and router.poll() is None, "the router did not start"
+                time.sleep(0.1)
+        yield router, serving, health
+    finally:
+        stop_process(router)
+
 def test_the_router_survives_answers_without_bodies_and_clients_that_leave(tmp_path):
     import socket
 
@@ -648,87 +678,41 @@ def test_the_router_as_a_pod_runs_it_routes_by_host_and_answers_its_own_readines
     """As components/kubernetes_split.py starts it: on every address, to deployments named by host
     and port (cluster IPs there), with its readiness on a port of its own: 200 while it serves, 503
     from SIGTERM while it drains a request in flight (so the orchestrator stops sending it more)."""
-    import json
     import signal
-    import subprocess
 
-    from tests.helpers import free_port
-
-    with _FakeDeployment() as port:
-        config = tmp_path / "router.json"
-        config.write_text(json.dumps({"routes": [{"name": "only", "host": "127.0.0.1", "port": port, "traffic": 100}]}))
-        serving, health = free_port(), free_port()
-        router = subprocess.Popen([sys.executable, "-m", "serving.router", "--config", str(config),
-                                   "--status", str(tmp_path / "status.json"), "--host", "0.0.0.0",
-                                   "--port", str(serving), "--health-port", str(health)], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"http://127.0.0.1:{health}/ready")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            assert httpx.get(f"http://127.0.0.1:{health}/ready").text == "ready"
-            assert httpx.post(f"http://127.0.0.1:{serving}/score", content=b"{}").json() == {"ok": True}
-            slow = threading.Thread(target=httpx.post, args=(f"http://127.0.0.1:{serving}/slow",), kwargs={"content": b""})
-            slow.start()
-            time.sleep(0.3)
-            router.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            draining = httpx.get(f"http://127.0.0.1:{health}/ready")
-            assert (draining.status_code, draining.text) == (503, "stopping")
-            slow.join(timeout=10)
-            assert router.wait(timeout=15) == 0
-        finally:
-            if router.poll() is None:
-                router.kill()
-                router.wait()
+    with _FakeDeployment() as port, _router_process(
+            tmp_path, [{"name": "only", "host": "127.0.0.1", "port": port, "traffic": 100}], "--host", "0.0.0.0") as (
+            router, serving, health):
+        assert httpx.get(f"http://127.0.0.1:{health}/ready").text == "ready"
+        assert httpx.post(f"http://127.0.0.1:{serving}/score", content=b"{}").json() == {"ok": True}
+        slow = threading.Thread(target=httpx.post, args=(f"http://127.0.0.1:{serving}/slow",), kwargs={"content": b""})
+        slow.start()
+        time.sleep(0.3)
+        router.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        draining = httpx.get(f"http://127.0.0.1:{health}/ready")
+        assert (draining.status_code, draining.text) == (503, "stopping")
+        slow.join(timeout=10)
+        assert router.wait(timeout=15) == 0
 
 
 def test_a_deployment_that_cannot_be_reached_hands_its_requests_to_another(tmp_path):
     """A request the split sends to a deployment nobody listens for (one being removed while an old
     router drains, one that is down) goes to another deployment; one that names the missing
     deployment gets the router's 502, and the health port answers a request sent in pieces."""
-    import json
-    import signal
     import socket
-    import subprocess
 
     from tests.helpers import free_port
 
-    with _FakeDeployment() as port:
-        config = tmp_path / "router.json"
-        gone = free_port()
-        config.write_text(json.dumps({"routes": [{"name": "gone", "port": gone, "traffic": 50},
-                                                 {"name": "up", "port": port, "traffic": 50}]}))
-        serving, health = free_port(), free_port()
-        router = subprocess.Popen([sys.executable, "-m", "serving.router", "--config", str(config),
-                                   "--status", str(tmp_path / "status.json"), "--port", str(serving),
-                                   "--health-port", str(health)], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"http://127.0.0.1:{health}/ready")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            uri = f"http://127.0.0.1:{serving}/score"
-            assert [httpx.post(uri, content=b"{}").status_code for _ in range(10)] == [200] * 10
-            named = httpx.post(uri, content=b"{}", headers={"azureml-model-deployment": "gone"})
-            assert named.status_code == 502 and "cannot be reached" in named.json()["message"]
-            with socket.create_connection(("127.0.0.1", health), timeout=10) as s:
-                s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n")
-                time.sleep(0.2)
-                s.sendall(b"\r\n")
-                assert s.recv(4096).startswith(b"HTTP/1.1 200")
-        finally:
-            router.send_signal(signal.SIGTERM)
-            try:
-                router.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+    routes = [{"name": "gone", "port": free_port(), "traffic": 50}]
+    with _FakeDeployment() as port, _router_process(tmp_path, routes + [{"name": "up", "port": port, "traffic": 50}]) as (
+            _, serving, health):
+        uri = f"http://127.0.0.1:{serving}/score"
+        assert [httpx.post(uri, content=b"{}").status_code for _ in range(10)] == [200] * 10
+        named = httpx.post(uri, content=b"{}", headers={"azureml-model-deployment": "gone"})
+        assert named.status_code == 502 and "cannot be reached" in named.json()["message"]
+        with socket.create_connection(("127.0.0.1", health), timeout=10) as s:
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.2)
+            s.sendall(b"\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
