@@ -101,6 +101,11 @@ class Cluster:
                     out.write(ws.read_stdout())
                 if ws.peek_stderr():
                     err.write(ws.read_stderr())
+            # Frames that came with the closing one are buffered still.
+            if ws.peek_stdout():
+                out.write(ws.read_stdout())
+            if ws.peek_stderr():
+                err.write(ws.read_stderr())
             return _exit_code(ws.read_channel(3), command, pod), out.getvalue(), err.getvalue()
         finally:
             ws.close()
@@ -152,6 +157,29 @@ finally:
     while sys.stdin.buffer.read(1 << 16):
         pass
 """
+
+
+def _fetch_parts(cluster: Cluster, pod: str, run_dir: str, tries: int = 3) -> bytes:
+    """The run's kept mini-batches as one tar, checked: packed on the volume first, its size and
+    sha256 printed, then read over exec until a copy matches both. An exec's stdout can end short of
+    what the process wrote (seen in the lab under load: a tar cut inside its first member), and a
+    short tar must not become a short output."""
+    tar_path = f"{run_dir}/parts.tar"
+    code, meta, err = cluster.exec(pod, _python(
+        "import hashlib, os, tarfile\n"
+        f"with tarfile.open({tar_path!r}, 'w') as t: t.add({run_dir + '/out/' + driver.PARTS!r}, arcname='.')\n"
+        f"print(os.path.getsize({tar_path!r}), hashlib.sha256(open({tar_path!r}, 'rb').read()).hexdigest())"))
+    if code != 0:
+        raise ClusterBatchError(f"packing the scored mini-batches in pod {pod} failed: {err.decode(errors='replace')[-500:]}")
+    size_text, digest = meta.decode().split()
+    got = b""
+    for _ in range(tries):
+        code, got, err = cluster.exec(pod, _python(
+            f"import shutil, sys; shutil.copyfileobj(open({tar_path!r}, 'rb'), sys.stdout.buffer); sys.stdout.flush()"))
+        if code == 0 and len(got) == int(size_text) and hashlib.sha256(got).hexdigest() == digest:
+            return got
+    raise ClusterBatchError(f"copying the scored mini-batches from pod {pod} failed {tries} times: got {len(got)} "
+                            f"of {size_text} bytes; run the same command again to resume")
 
 
 def _tar_of(source: Path) -> Callable[[], Any]:
@@ -209,12 +237,7 @@ def run(job: dict[str, Any], name: str, source: Path, output: Path, kubeconfig: 
         # The output, here.
         local_parts = output / driver.PARTS
         output.mkdir(parents=True, exist_ok=True)
-        code, blob, err = cluster.exec(stager_name, _python(
-            "import sys, tarfile\n"
-            f"with tarfile.open(fileobj=sys.stdout.buffer, mode='w|') as t: t.add({run_dir + '/out/' + driver.PARTS!r}, arcname='.')"))
-        if code != 0:
-            raise ClusterBatchError(f"copying the scored mini-batches from pod {stager_name} failed: "
-                                    f"{err.decode(errors='replace')[-500:]}")
+        blob = _fetch_parts(cluster, stager_name, run_dir)
         local_parts.mkdir(exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
             tar.extractall(local_parts, filter="data")

@@ -80,11 +80,20 @@ def project(tmp_path_factory: pytest.TempPathFactory, model_files, namespace: st
 
 @pytest.fixture(scope="module")
 def stack(lab, volume, project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[auto.Stack]:
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
     stack = lab_stack(lab, project, tmp_path_factory.mktemp("lab-batch-state"), STACK)
     try:
         stack.up(on_output=lambda _: None)
         yield stack
     finally:
+        # A run that failed keeps its Job for a resume, and the claim stays in use while its pods do:
+        # remove them first, or destroy waits out its timeout on the claim (pvc-protection).
+        api = kube_config.new_client_from_config(config_file=lab["KUBECONFIG"])
+        if client.CoreV1Api(api).list_namespace(field_selector=f"metadata.name={volume}").items:
+            client.BatchV1Api(api).delete_collection_namespaced_job(volume, propagation_policy="Background")
+            client.CoreV1Api(api).delete_collection_namespaced_pod(volume, grace_period_seconds=0)
         stack.destroy(on_output=lambda _: None)
 
 
