@@ -9,8 +9,8 @@ This runs serving/batch.py from that bundle with that venv and the job's setting
 workers, progress on stderr, `<output>/predictions.csv` (append_row), `errors.csv`, `summary.json`.
 Interrupted (Ctrl-C), it keeps the finished mini-batches: the same command resumes.
 
-A job with `target: kubernetes` runs as an indexed Job on its cluster (cli/batch_kubernetes.py), with
-the same output here.
+A job with `target: kubernetes` or `aks` runs as an indexed Job on its cluster (cli/batch_kubernetes.py),
+with the same output here; for AKS the kubeconfig is yours (`az aks get-credentials`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.input)
         if not source.exists():
             raise BatchCliError(f"input {source} does not exist")
-        if job.get("target") == "kubernetes":
+        if job.get("target") in ("kubernetes", "aks"):
             from cli import batch_kubernetes
 
             try:

@@ -104,6 +104,8 @@ def _plain(value: Any, path: str, secrets: set[str]) -> Any:
         # The engine diffs assets by content hash, so the recording does too.
         source = Path(str(value.path))
         return {"fileAsset": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    if isinstance(value, pulumi.StringAsset):
+        return {"stringAsset": str(value.text), "sha256": hashlib.sha256(str(value.text).encode()).hexdigest()}
     return value
 
 

@@ -56,6 +56,16 @@ class Kind(Enum):
     # (learn.microsoft.com/azure/machine-learning/how-to-manage-quotas#azure-machine-learning-online-endpoints-and-batch-endpoints);
     # lowercase, as the name is the scoring URI's host.
     ONLINE_ENDPOINT = NameRule(3, 32, r"[a-z](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, True)
+    # Batch endpoints: the same page's rules (its section covers online and batch endpoints).
+    BATCH_ENDPOINT = NameRule(3, 32, r"[a-z](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, True)
+    # An endpoint's deployments: the REST spec's `^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$` (mfe.json, Batch/
+    # OnlineDeployments_CreateOrUpdate) within azure-ai-ml's 3-32, letter-first rule (constants/_endpoint.py
+    # NAME_REGEX_PATTERN); unique within the endpoint only.
+    ML_DEPLOYMENT = NameRule(3, 32, r"[a-z](?!.*--)[a-z0-9-]*[a-z0-9]", r"[a-z0-9-]", "-", True, False)
+    # Azure ML compute clusters: 3-24 letters, digits and `-`, starting with a letter, unique in the region
+    # (learn.microsoft.com/azure/machine-learning/how-to-create-attach-compute-cluster); no `-` here, which
+    # the page wants followed later by a letter.
+    ML_COMPUTE = NameRule(3, 24, r"[a-z][a-z0-9]*", r"[a-z0-9]", "", True, True)
     # Container registry scope maps and tokens: 5-50 letters, digits, hyphens and underscores.
     REGISTRY_TOKEN = NameRule(5, 50, r"[A-Za-z0-9_-]+", r"[A-Za-z0-9_-]", "-", False, False)
 

@@ -45,6 +45,8 @@ class Workspace(pulumi.ComponentResource):
     """The resource group holding everything this program creates for the stack."""
     workspace_name: pulumi.Output[str]
     """The Azure ML workspace's name."""
+    workspace_id: pulumi.Output[str]
+    """The Azure ML workspace's resource id (the parent of its computes, jobs and datastores)."""
     storage_account_name: pulumi.Output[str]
     """The workspace storage account, which also holds registered model files."""
     blob_endpoint: pulumi.Output[str]
@@ -171,6 +173,7 @@ class Workspace(pulumi.ComponentResource):
 
         self.resource_group_name = rg
         self.workspace_name = ml_workspace.name
+        self.workspace_id = ml_workspace.id
         self.storage_account_name = account.name
         self.storage_account_id = account.id
         self.blob_endpoint = account.primary_endpoints.blob

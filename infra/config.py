@@ -11,10 +11,10 @@ from typing import Any, Iterable, Mapping, Optional
 import pulumi
 from pydantic import BaseModel, Field, ValidationError
 
-from infra.schema import (BATCH_TARGETS, BUILD_KEYS, DIGEST_REF, PROJECT, PROJECT_ROOT, PROMOTE_COMMAND, STACK_NAME, ImageBase,
+from infra.schema import (BATCH_TARGETS, CLUSTER_BATCH_TARGETS, BUILD_KEYS, DIGEST_REF, PROJECT, PROJECT_ROOT, PROMOTE_COMMAND, STACK_NAME, ImageBase,
                           BatchJobConfig, ImageConfig, ModelConfig, PromotedConfig, ServiceBase, SplitService, StackConfig, Strict,
                           TlsSettings, WorkspaceConfig)
-from infra.targets import Target, registry
+from infra.targets import Target, batch_runners, registry
 from infra.vm_sizes import CLOCK, ENDED_TARGETS
 
 # The config keys every stack may set, in the order of the Azure ML workflow. Targets add their own
@@ -145,23 +145,23 @@ def _common_problems(cfg: StackConfig, targets: dict[str, Target[Any]]) -> list[
         if kind not in target.workspace_kinds:
             problems.append(f"services[{i}].target: {service.target!r} needs a workspace of kind "
                             f"{' or '.join(target.workspace_kinds)} (workspace.kind is {kind!r})")
+    runners = batch_runners(targets)
     for i, job in enumerate(cfg.batch):
         if job.image not in image_names:
             problems.append(f"batch[{i}].image: no image named {job.image!r} in images")
         if job.target not in BATCH_TARGETS:
             problems.append(f"batch[{i}].target: unknown batch target {job.target!r} (one of: {', '.join(BATCH_TARGETS)})")
-        elif targets.get(job.target) is None or targets[job.target].batch is None:
-            built = ", ".join(name for name, t in targets.items() if t.batch is not None)
+        elif job.target not in runners:
             problems.append(f"batch[{i}].target: {job.target!r} batch jobs are not built yet in this version; "
-                            f"{built} are (see docs/batch.md)")
-        elif kind not in targets[job.target].workspace_kinds:
+                            f"{', '.join(runners)} are (see docs/batch.md)")
+        elif kind not in runners[job.target].workspace_kinds:
             problems.append(f"batch[{i}].target: {job.target!r} needs a workspace of kind "
-                            f"{' or '.join(targets[job.target].workspace_kinds)} (workspace.kind is {kind!r})")
-        if job.target != "kubernetes":
+                            f"{' or '.join(runners[job.target].workspace_kinds)} (workspace.kind is {kind!r})")
+        if job.target not in CLUSTER_BATCH_TARGETS:
             for key in ("cluster", "storage_class"):
                 if getattr(job, key) is not None:
-                    problems.append(f"batch[{i}].{key}: only for target: kubernetes (this job's is {job.target!r})")
-        if job.target in ("local", "kubernetes") and job.instance_count != 1:
+                    problems.append(f"batch[{i}].{key}: only for target: kubernetes or aks (this job's is {job.target!r})")
+        if job.target in ("local", *CLUSTER_BATCH_TARGETS) and job.instance_count != 1:
             problems.append(f"batch[{i}].instance_count: for batch_endpoint; scale a {job.target} job with "
                             "max_concurrency (its workers; on a cluster, its pods)")
     for target in targets.values():

@@ -56,6 +56,15 @@ class PromotedImage:
     """The pinned reference, as configured."""
 
 
+def environment_version(image: "ScoringImage | PromotedImage") -> str:
+    """An Azure ML environment version for a pushed image: its content tag, or a promoted image's
+    digest cut to the tag's length, so a new image is a new version."""
+    from components.image import ScoringImage
+    from content.bundle import TAG_LEN
+
+    return image.tag if isinstance(image, ScoringImage) else image.digest_ref.rsplit(":", 1)[-1][:TAG_LEN]
+
+
 @dataclass
 class DeployContext:
     """What the program has registered before the services: the workspace, models and images."""

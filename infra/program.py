@@ -200,10 +200,10 @@ def deploy_services(ctx: DeployContext) -> dict[str, dict[str, Any]]:
 
 def deploy_batch(ctx: DeployContext) -> dict[str, dict[str, Any]]:
     """Each batch job through its target: what `ml-deploy batch run` needs to run it, by job name."""
-    registered = targets.registry()
+    runners = targets.batch_runners()
     jobs: dict[str, dict[str, Any]] = {}
     for job in ctx.cfg.batch:
-        run = registered[job.target].batch
+        run = runners[job.target].batch
         assert run is not None, "config validation admits only targets that run batch jobs"
         jobs[job.name] = {"target": job.target, "image": job.image, **run(ctx, job),
                           "settings": job.model_dump(exclude={"name", "image", "target"})}

@@ -380,7 +380,37 @@ class SplitService(ServiceBase, Generic[D]):
 
 
 BATCH_TARGETS = ("local", "kubernetes", "aks", "batch_endpoint")
-"""Where a batch job can run, as the config names them; `local` and `kubernetes` are built (the others: docs/batch.md)."""
+"""Where a batch job can run, as the config names them (docs/batch.md)."""
+CLUSTER_BATCH_TARGETS = ("kubernetes", "aks")
+"""Batch targets that run the job as an indexed Job on a cluster of the stack (`cluster`, `storage_class`)."""
+
+
+class BatchComputeConfig(Strict):
+    """`batch[i].compute` of a `batch_endpoint` job: the Azure ML compute cluster (AmlCompute) its
+    deployment runs on, created by the stack, or an existing one of the workspace by `name`."""
+
+    # Compute names: 3-24 characters, letters, digits and `-`, starting with a letter, a `-` followed
+    # later by a letter, unique in the region (learn.microsoft.com/azure/machine-learning/
+    # how-to-create-attach-compute-cluster); ml-deploy's derived names use no `-`.
+    name: Optional[str] = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9-]*$", min_length=3, max_length=24)
+    """An existing compute cluster of the workspace; unset: the stack creates one for the job."""
+    # Not the CLI's Standard_DS3_v2 default (reference-yaml-compute-aml): the Dsv2 series is under
+    # capacity restrictions (infra/vm_sizes.py); 4 vCPUs too, on the current series.
+    vm_size: str = "Standard_D4s_v5"
+    min_instances: int = Field(default=0, ge=0)
+    """Nodes kept when idle; 0 (Azure ML's default) costs nothing between jobs."""
+    max_instances: Optional[int] = Field(default=None, ge=1)
+    """Nodes at most; default: the job's instance_count."""
+    # reference-yaml-compute-aml: idle_time_before_scale_down defaults to 120 (seconds).
+    idle_seconds: int = Field(default=120, ge=0)
+    """How long an idle node stays before the cluster scales down."""
+
+    @field_validator("name")
+    @classmethod
+    def _dash_then_letter(cls, name: Optional[str]) -> Optional[str]:
+        if name is not None and "-" in name and not any(c.isalpha() for c in name.rsplit("-", 1)[1]):
+            raise ValueError(f"{name!r}: a compute name's `-` must be followed later by a letter")
+        return name
 
 
 class BatchJobConfig(Strict):
@@ -407,17 +437,26 @@ class BatchJobConfig(Strict):
     input_format: Optional[Literal["tabular", "json_rows", "files"]] = None
     """How run() gets a mini-batch: a DataFrame (`tabular`, CSV input's default), `{"data": rows}` as
     the online service gets it (`json_rows`), or file paths (`files`, a folder's default)."""
-    # On a cluster (`target: kubernetes`): where the Job's pods run and what they get.
+    # On a cluster (`target: kubernetes` or `aks`): where the Job's pods run and what they get.
     cluster: Optional[str] = None
-    """kubernetes: a cluster name from `kubernetes_clusters`."""
+    """kubernetes: a cluster name from `kubernetes_clusters`; aks: one from `aks_clusters`."""
     namespace: str = Field(default="ml-deploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     cpu_cores: float = Field(default=1, gt=0)
     """Per pod: its CPU request and limit (each pod runs one worker)."""
     memory_gb: float = Field(default=1, gt=0)
     storage_class: Optional[str] = None
     """The StorageClass of the job's volume (input, kept mini-batches, output), which every pod mounts
-    at once: one that gives ReadWriteMany on a cluster of several nodes; unset: the cluster's default."""
+    at once: one that gives ReadWriteMany on a cluster of several nodes; unset: the cluster's default
+    (on `aks`: AKS's built-in `azurefile-csi`, an Azure Files share)."""
     storage_size: str = Field(default="10Gi", pattern=r"^[0-9]+(Mi|Gi|Ti)$")
+    # On Azure ML (`target: batch_endpoint`). Defaults are azure-ai-ml's BatchDeployment's (logging_level
+    # "info"; BatchRetrySettings timeout 30 seconds).
+    compute: Optional[BatchComputeConfig] = None
+    """batch_endpoint: the compute cluster; unset: one the stack creates with the defaults above."""
+    logging_level: Literal["info", "warning", "debug"] = "info"
+    """batch_endpoint: the batch driver's log level."""
+    timeout_seconds: int = Field(default=30, ge=1)
+    """batch_endpoint: how long one mini-batch's run() may take before Azure ML retries it."""
 
 
 class PromotedConfig(Strict):

@@ -92,5 +92,44 @@ class Arm:
         return _json(self.session.get(str(response.url), timeout=TIMEOUT_S))
 
 
+ENDPOINT_READ_ONLY = ("provisioningState", "scoringUri", "swaggerUri", "openapiUri")
+"""An Azure ML endpoint's read-only properties: echoed back by a GET, refused or ignored in a PUT."""
+
+
+def put_properties(arm: Arm, resource_id: str, changes: dict[str, Any]) -> None:
+    """Write `changes` into an Azure ML endpoint's properties: a full PUT of what a GET returns, as the
+    endpoints' PATCH takes tags and identity alone (`PartialMinimalTrackedResourceWithIdentity` in the
+    machinelearningservices REST spec)."""
+    response = arm.call("GET", resource_id)
+    if response.status_code != 200:
+        raise ArmError(response)
+    body = response.json()
+    properties = {k: v for k, v in (body.get("properties") or {}).items() if k not in ENDPOINT_READ_ONLY}
+    properties.update(changes)
+    put = {k: body[k] for k in ("location", "tags", "identity", "kind", "sku") if body.get(k) is not None}
+    put["properties"] = properties
+    arm.result(arm.call("PUT", resource_id, put))
+
+
+def settle(arm: Arm, resource_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> dict[str, Any]:
+    """Read the resource until `done(body)` and its provisioning has finished: the body. An endpoint
+    answers the PUT before every reader sees the change (Azure/azure-dev#3881 waits for the same), and
+    the next step (deleting a deployment) would otherwise meet an endpoint still busy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = arm.call("GET", resource_id)
+        if response.status_code != 200:
+            raise ArmError(response)
+        body = response.json()
+        state = str((body.get("properties") or {}).get("provisioningState") or "Succeeded")
+        if state in ("Failed", "Canceled"):
+            raise RuntimeError(f"{resource_id} ended {state} after {what} was written: {response.text[:500]}")
+        if done(body) and state == "Succeeded":
+            return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{resource_id} does not report {what} {timeout_s:.0f}s after it was written")
+        time.sleep(2)
+
+
 def _json(response: requests.Response) -> dict[str, Any]:
     return response.json() if response.content else {}

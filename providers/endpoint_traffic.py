@@ -17,21 +17,18 @@ reads it again until it reports the new split. `read` reports the split the endp
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from providers.arm import ARM_ENDPOINT, Arm, ArmError
+from providers.arm import ARM_ENDPOINT, Arm, ArmError, put_properties, settle
 
 API_VERSION = "2025-12-01"
 """The Machine Learning Services API version the pinned azure-native (3.29) uses for online endpoints
 ("Uses Azure REST API version 2025-12-01" in its OnlineEndpoint docstring): the split's calls and the
 getLogs action (infra/targets/online_endpoint.py) use it too."""
 SETTLE_TIMEOUT_S = 300
-# The endpoint's read-only properties: echoed back by a GET, refused or ignored in a PUT.
-_READ_ONLY = ("provisioningState", "scoringUri", "swaggerUri", "openapiUri")
 
 
 def _split(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
@@ -49,37 +46,12 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     """Write `traffic` and `mirror` onto the endpoint and wait until it reports them."""
     arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
     endpoint_id = props["endpoint_id"]
-    response = arm.call("GET", endpoint_id)
-    if response.status_code != 200:
-        raise ArmError(response)
-    body = response.json()
-    properties = {k: v for k, v in (body.get("properties") or {}).items() if k not in _READ_ONLY}
-    properties["traffic"] = dict(props["traffic"])
-    properties["mirrorTraffic"] = dict(props["mirror"])
-    put = {k: body[k] for k in ("location", "tags", "identity", "kind", "sku") if body.get(k) is not None}
-    put["properties"] = properties
-    arm.result(arm.call("PUT", endpoint_id, put))
-    # The endpoint answers the PUT before every reader sees the split (Azure/azure-dev#3881 waits
-    # for the same): read until it reports what was written.
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    put_properties(arm, endpoint_id, {"traffic": dict(props["traffic"]), "mirrorTraffic": dict(props["mirror"])})
     want = (_live(props["traffic"]), _live(props["mirror"]))
-    while True:
-        now = arm.call("GET", endpoint_id)
-        if now.status_code != 200:
-            raise ArmError(now)
-        body = now.json()
-        state = str((body.get("properties") or {}).get("provisioningState") or "Succeeded")
-        if state in ("Failed", "Canceled"):
-            raise RuntimeError(f"{endpoint_id} ended {state} after the new split was written: {now.text[:500]}")
-        traffic, mirror = _split(body)
-        # Done when the endpoint reports the split and has finished updating (the next step, deleting
-        # a deployment that left, would otherwise meet an endpoint still busy).
-        if (_live(traffic), _live(mirror)) == want and state == "Succeeded":
-            return {**props, "applied_traffic": traffic, "applied_mirror": mirror}
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{endpoint_id} still reports traffic {traffic} and mirror {mirror} "
-                               f"{SETTLE_TIMEOUT_S}s after {want[0]} and {want[1]} were written")
-        time.sleep(2)
+    body = settle(arm, endpoint_id, lambda b: tuple(map(_live, _split(b))) == want, SETTLE_TIMEOUT_S,
+                  f"traffic {want[0]} and mirror {want[1]}")
+    traffic, mirror = _split(body)
+    return {**props, "applied_traffic": traffic, "applied_mirror": mirror}
 
 
 class EndpointTrafficProvider(ResourceProvider):

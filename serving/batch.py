@@ -151,15 +151,26 @@ _script: Any = None
 _format = "tabular"
 
 
-def _init_worker(script: str, fmt: str) -> None:
-    global _script, _format
-    # The driver stops on SIGINT; workers finish the mini-batch in hand and are then stopped by it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def load_script(script: str) -> None:
+    """Load the scoring script and call its init(): this process's script from now on."""
+    global _script
     from serving.script import ScoringScript
 
     _script = ScoringScript(script)
     _script.init()
+
+
+def use_format(fmt: str) -> None:
+    """How this process's run() calls get their mini-batches (`input_format`)."""
+    global _format
     _format = fmt
+
+
+def _init_worker(script: str, fmt: str) -> None:
+    # The driver stops on SIGINT; workers finish the mini-batch in hand and are then stopped by it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    load_script(script)
+    use_format(fmt)
 
 
 def _call(payload: Any) -> list[Any]:
@@ -182,25 +193,27 @@ Scored = tuple[int, str, list[str], int, list[tuple[str, str]]]
 """(index, the CSV rows of its results, their columns, how many, [(source, error)])."""
 
 
-def _results(batch: MiniBatch, retries: int) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+def results(batch: MiniBatch, retries: int) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """([(source, result)], [(source, error)]) of one mini-batch: run() on all of it, `retries` more
+    times if it raises or miscounts, then on each item alone."""
     n = batch.count
     error = ""
     for _ in range(retries + 1):
         try:
-            results = _call(batch.payload)
+            answers = _call(batch.payload)
         except Exception as err:  # noqa: BLE001 - the script's failure, reported per item
             error = f"{type(err).__name__}: {err}"
             continue
-        if len(results) != n:
-            error = f"run() returned {len(results)} results for {n} items"
+        if len(answers) != n:
+            error = f"run() returned {len(answers)} results for {n} items"
             continue
-        return [(batch.source(i), r) for i, r in enumerate(results)], []
+        return [(batch.source(i), r) for i, r in enumerate(answers)], []
     if n == 1:
         return [], [(batch.source(0), error)]
     done: list[tuple[str, Any]] = []
     failed: list[tuple[str, str]] = []
     for i in range(n):
-        ok, bad = _results(batch.item(i), 0)
+        ok, bad = results(batch.item(i), 0)
         done += ok
         failed += bad
     return done, failed
@@ -209,21 +222,22 @@ def _results(batch: MiniBatch, retries: int) -> tuple[list[tuple[str, Any]], lis
 def score(batch: MiniBatch, retries: int) -> Scored:
     """One mini-batch scored (retried, then item by item), its results as CSV rows: formatted here,
     in the worker, so the driver only writes them out."""
-    rows, errors = _results(batch, retries)
+    rows, errors = results(batch, retries)
     columns = list(rows[0][1]) if rows and isinstance(rows[0][1], dict) else ["result"]
     text = io.StringIO()
     writer = csv.writer(text)
     for source, result in rows:
         if isinstance(result, dict):
-            writer.writerow([source, *(_cell(result.get(c)) for c in columns)])
+            writer.writerow([source, *(cell(result.get(c)) for c in columns)])
         else:
-            writer.writerow([source, _cell(result)])
+            writer.writerow([source, cell(result)])
     return batch.index, text.getvalue(), columns, len(rows), errors
 
 
 # ---- the output ---------------------------------------------------------------------------------------
 
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
+    """A result's value as a CSV cell: scalars as they are, anything else as JSON."""
     return value if isinstance(value, (str, int, float)) or value is None else json.dumps(value)
 
 

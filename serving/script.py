@@ -99,8 +99,11 @@ def _unbuffer_output() -> None:
     """Send the script's print() output to the OS at once, so a killed worker loses none of it."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        fd = stream.fileno() if hasattr(stream, "fileno") else None
-        if not isinstance(stream, io.TextIOWrapper) or fd is None:
+        if not isinstance(stream, io.TextIOWrapper):
+            continue
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # a stream with no file behind it (a host's capture): left as it is
             continue
         stream.flush()
         raw = io.FileIO(fd, "w", closefd=False)

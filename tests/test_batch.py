@@ -220,9 +220,9 @@ def test_a_job_names_an_image_of_the_stack(config):
     assert_rejected(batch_config(config, image="nope"), "batch[0].image", "no image named 'nope'")
 
 
-def test_batch_targets_not_built_say_so(config):
-    assert_rejected(batch_config(config, target="batch_endpoint"), "batch[0].target", "not built yet")
+def test_batch_targets_are_named_and_fit_the_workspace(config):
     assert_rejected(batch_config(config, target="spark"), "batch[0].target", "unknown batch target")
+    assert_rejected(batch_config(config, target="batch_endpoint"), "batch[0].target", "needs a workspace of kind azure")
 
 
 def test_a_local_job_scales_with_max_concurrency(config):

@@ -18,6 +18,7 @@ from serving import batch as driver
 from tests.helpers import assert_rejected
 from tests.test_batch import drive, rows_csv
 from tests.test_batch import app  # noqa: F401 - a fixture
+from tests.test_aks import aks  # noqa: F401 - a fixture
 from tests.test_kubernetes import k8s, kubeconfig  # noqa: F401 - fixtures
 from tests.test_pod_security import refusals
 
@@ -56,12 +57,49 @@ def test_a_kubernetes_job_names_a_cluster_of_the_stack(batch_job):
 
 def test_cluster_settings_belong_to_kubernetes_jobs(batch_job):
     batch_job["ml-deploy:batch"][0].update(target="local", cluster="team")
-    assert_rejected(batch_job, "batch[0].cluster", "only for target: kubernetes")
+    assert_rejected(batch_job, "batch[0].cluster", "only for target: kubernetes or aks")
 
 
 def test_a_kubernetes_job_scales_with_pods_not_instances(batch_job):
     batch_job["ml-deploy:batch"][0]["instance_count"] = 2
     assert_rejected(batch_job, "batch[0].instance_count", "max_concurrency")
+
+
+@pytest.fixture
+def aks_job(aks) -> dict[str, Any]:
+    aks["ml-deploy:batch"] = [{"name": "nightly", "image": "diabetes", "target": "aks", "cluster": "prod",
+                               "max_concurrency": 3, "storage_size": "20Gi"}]
+    return aks
+
+
+def test_an_aks_job_gets_an_azure_files_volume_and_the_registry_image(aks_job, run):
+    rec = run(aks_job)
+    claim = rec.by_name(PVC, "nightly-batch-data")
+    assert claim.inputs["spec"] == {"accessModes": ["ReadWriteMany"], "storageClassName": "azurefile-csi",
+                                    "resources": {"requests": {"storage": "20Gi"}}}
+    # In the namespace the AKS cluster `prod` registers (shared with its services), not another cluster's.
+    assert claim.inputs["metadata"]["namespace"] == "ml-deploy"
+    assert rec.by_name("kubernetes:core/v1:Namespace", "prod-ns-ml-deploy")
+    job = rec.outputs["batch"]["nightly"]
+    assert job["target"] == "aks" and job["claim"] == "nightly-batch" and job["settings"]["max_concurrency"] == 3
+    # The workspace registry's image by digest; the kubelet identity pulls it (AcrPull), so no secret.
+    assert job["image_ref"] == rec.outputs["images"]["diabetes"] and "@sha256:" in job["image_ref"]
+    assert job["pull_secrets"] == [] and job["cluster"]
+
+
+def test_an_aks_job_keeps_the_storage_class_it_names(aks_job, run):
+    aks_job["ml-deploy:batch"][0]["storage_class"] = "azurefile-csi-premium"
+    claim = run(aks_job).by_name(PVC, "nightly-batch-data")
+    assert claim.inputs["spec"]["storageClassName"] == "azurefile-csi-premium"
+
+
+def test_an_aks_job_names_an_aks_cluster_of_the_stack(aks_job):
+    del aks_job["ml-deploy:batch"][0]["cluster"]
+    assert_rejected(aks_job, "batch[0].cluster", "names its cluster (one of aks_clusters)")
+    aks_job["ml-deploy:batch"][0]["cluster"] = "team"
+    assert_rejected(aks_job, "batch[0].cluster", "no cluster named 'team' in aks_clusters")
+    aks_job["ml-deploy:batch"][0].update(cluster="prod", instance_count=2)
+    assert_rejected(aks_job, "batch[0].instance_count", "max_concurrency")
 
 
 def test_the_pods_pass_restricted_and_shard_by_completion_index():

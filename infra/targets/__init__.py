@@ -114,6 +114,9 @@ class Target(Generic[C]):
     batch: Optional[Callable[[DeployContext, BatchJobConfig], dict[str, Any]]] = None
     """Registers what a batch job on this target needs (if anything) and returns what `ml-deploy
     batch run` reads to run it (the job's `batch.<name>` stack output)."""
+    batch_name: Optional[str] = None
+    """The value of `batch[i].target` for this target's jobs, where it is not the target's own name
+    (Azure ML's batch endpoints are `batch_endpoint`, beside its online endpoints)."""
 
     def __post_init__(self) -> None:
         if not callable(self.deploy):
@@ -153,6 +156,12 @@ def _merged(what: str, pick: Callable[[Target[Any]], Mapping[str, Any]]) -> dict
                 raise ValueError(f"targets {owner[key]!r} and {target.name!r} declare different {what} for {key!r}")
             merged[key], owner[key] = value, target.name
     return merged
+
+
+def batch_runners(targets: Optional[Mapping[str, Target[Any]]] = None) -> dict[str, Target[Any]]:
+    """The targets that run batch jobs, by the name a job's `target` gives them."""
+    return {t.batch_name or t.name: t for t in (targets if targets is not None else registry()).values()
+            if t.batch is not None}
 
 
 def log_readers() -> dict[str, LogReader]:

@@ -11,9 +11,10 @@ from pydantic import Field
 
 from components.aks_cluster import AcceleratorPool, AksCluster, AksClusterArgs, UserPool
 from components.aks_service import AcceleratorRequest, AksService, ModelDataCollection
+from components.kubernetes_batch import batch_volume
 from components.naming import Kind, azure_name
 from infra.deploy import DeployContext, Deployed, MockResource
-from infra.schema import StackConfig, Strict
+from infra.schema import BatchJobConfig, StackConfig, Strict
 from infra.targets import ReplaceRules, Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
@@ -232,8 +233,21 @@ def _service_problems(cfg: StackConfig) -> list[str]:
     return problems + name_clashes(cfg.services_of(AksServiceConfig))
 
 
+def _batch_problems(cfg: StackConfig) -> list[str]:
+    clusters = {c.name for c in cfg.section("aks_clusters", AksClusterConfig)}
+    problems: list[str] = []
+    for i, job in enumerate(cfg.batch):
+        if job.target != "aks":
+            continue
+        if job.cluster is None:
+            problems.append(f"batch[{i}].cluster: an aks job names its cluster (one of aks_clusters)")
+        elif job.cluster not in clusters:
+            problems.append(f"batch[{i}].cluster: no cluster named {job.cluster!r} in aks_clusters")
+    return problems
+
+
 def check(cfg: StackConfig) -> list[str]:
-    return _cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg)
+    return _cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg) + _batch_problems(cfg)
 
 
 def accelerator_warnings(cfg: StackConfig, today: date) -> list[str]:
@@ -326,6 +340,24 @@ def deploy(ctx: DeployContext, svc: AksServiceConfig) -> Deployed:
     return Deployed(aks, workload_logs(cluster.cluster_name, svc))
 
 
+# AKS creates `azurefile-csi` with every cluster: an Azure Files share (HDD), ReadWriteMany, for pods on
+# several nodes at once (learn.microsoft.com/azure/aks/create-volume-azure-files, "Use built-in storage
+# classes": azurefile-csi, azurefile-csi-premium).
+BATCH_STORAGE_CLASS = "azurefile-csi"
+
+
+def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
+    """The job's volume on its AKS cluster and what `ml-deploy batch run` starts its pods with: the
+    workspace registry's image by digest (pulled with the kubelet identity's AcrPull, no secret)."""
+    assert job.cluster is not None, "validated: an aks job names its cluster"
+    cluster: AksCluster = ctx.shared["aks"][job.cluster]
+    namespace = cluster.namespace(job.namespace)
+    claim = batch_volume(job.name, namespace.metadata.name, cluster.provider, job.storage_class or BATCH_STORAGE_CLASS,
+                         job.storage_size, ctx.cfg.workspace.protect)
+    return {"cluster": cluster.cluster_name, "namespace": job.namespace, "claim": claim.metadata.name,
+            "image_ref": ctx.images[job.image].image_ref, "pull_secrets": []}
+
+
 # ---- what the offline plan's mocks answer --------------------------------------------------------
 
 def _hash(*parts: str) -> str:
@@ -382,6 +414,7 @@ TARGET = register(Target(
     },
     logs={"kubernetes": read_logs},
     public_endpoints=PUBLIC_ENDPOINTS,
+    batch=batch,
     replace_rules=ReplaceRules(
         # pulumi-azure-native provider/pkg/gen/replacement.go, forceNewMap: properties that replace the
         # resource whatever the spec says (nested ones are spelled with their parent, as the provider

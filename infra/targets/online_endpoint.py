@@ -14,12 +14,11 @@ from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import Field, field_validator
 
-from components.image import ScoringImage
 from components.naming import Kind, azure_name, stable_hash
-from content.bundle import TAG_LEN
 from components.online_endpoint import OnlineDeploymentArgs, OnlineEndpoint, OnlineEndpointArgs, ProbeSettings
-from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource
+from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource, environment_version
 from infra.schema import DeploymentBase, SplitService, StackConfig, Strict
+from infra import batch_endpoint
 from infra.targets import ReplaceRules, SpecRead, Target, register
 from policy.endpoints import Exposure
 from serving import settings as runtime
@@ -105,7 +104,7 @@ class OnlineEndpointConfig(SplitService[OnlineDeploymentConfig]):
 
 
 def check(cfg: StackConfig) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = batch_endpoint.check(cfg)
     for i, svc in cfg.services_of(OnlineEndpointConfig):
         path = f"services[{i}]"
         if not svc.deployments and svc.image is not None:
@@ -126,11 +125,9 @@ def deploy(ctx: DeployContext, svc: OnlineEndpointConfig) -> Deployed:
     assert svc.deployments, "validated: an online endpoint has deployments"
     deployments = []
     for d in svc.deployments:
-        image = ctx.images[d.image]
-        # The environment version names the image's content: its tag, or a promoted image's digest.
-        tag = image.tag if isinstance(image, ScoringImage) else image.digest_ref.rsplit(":", 1)[-1][:TAG_LEN]
+        image = ctx.container_images[d.image]
         deployments.append(OnlineDeploymentArgs(
-            name=d.name, image=d.image, image_ref=image.image_ref, image_tag=tag,
+            name=d.name, image=d.image, image_ref=image.image_ref, image_tag=environment_version(image),
             instance_type=d.instance_type, instance_count=d.instance_count,
             workers=runtime.workers_for_cores(d.cores), timeout_ms=svc.scoring_timeout_ms,
             max_concurrent_requests_per_instance=d.max_concurrent_requests_per_instance,
@@ -213,10 +210,12 @@ TARGET = register(Target(
     config=OnlineEndpointConfig,
     deploy=deploy,
     check=check,
-    mock_resources={ONLINE_ENDPOINT: _endpoint},
+    mock_resources={ONLINE_ENDPOINT: _endpoint, batch_endpoint.BATCH_ENDPOINT: batch_endpoint.mock_endpoint},
     mock_calls={"azure-native:machinelearningservices:listOnlineEndpointKeys": _keys},
     logs={"online_endpoint": read_logs},
     public_endpoints={ONLINE_ENDPOINT: public_endpoints},
+    batch=batch_endpoint.batch,
+    batch_name=batch_endpoint.NAME,
     replace_rules=ReplaceRules(
         spec_read={
             # specification/machinelearningservices/.../stable/2025-12-01/mfe.json: both are allOf
