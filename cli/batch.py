@@ -10,7 +10,9 @@ workers, progress on stderr, `<output>/predictions.csv` (append_row), `errors.cs
 Interrupted (Ctrl-C), it keeps the finished mini-batches: the same command resumes.
 
 A job with `target: kubernetes` or `aks` runs as an indexed Job on its cluster (cli/batch_kubernetes.py),
-with the same output here; for AKS the kubeconfig is yours (`az aks get-credentials`).
+with the same output here; for AKS the kubeconfig is yours (`az aks get-credentials`). A job with
+`target: batch_endpoint` runs as an Azure ML job of its endpoint (cli/batch_endpoint.py), its output
+downloaded here.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                       "run it again to resume", file=sys.stderr)
                 return 130
             print(json.dumps(summary))
+            return 0
+        if job.get("target") == "batch_endpoint":
+            from cli import batch_endpoint
+
+            try:
+                print(json.dumps(batch_endpoint.run(job, args.job, source, Path(args.output))))
+            except KeyboardInterrupt:
+                return 130
             return 0
         if job.get("target") != "local":
             raise BatchCliError(f"batch job {args.job!r} runs on {job.get('target')!r}, which `batch run` does not start yet")

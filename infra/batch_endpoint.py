@@ -13,7 +13,7 @@ from components.batch_endpoint import BatchEndpoint, BatchEndpointArgs, ComputeC
 from components.naming import Kind, azure_name
 from content import environment
 from infra.deploy import DeployContext, MockResource, environment_version
-from infra.schema import BatchJobConfig, ImageConfig, StackConfig
+from infra.schema import BatchComputeConfig, BatchJobConfig, ImageConfig, StackConfig
 from infra.vm_sizes import CLOCK, VM_VCPUS, general_lifecycle
 from serving.aml_batch import INPUT_FORMAT_ENV, ROWS_PER_CALL_ENV
 
@@ -113,15 +113,13 @@ def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
     registry = ctx.registry()
     image = ctx.container_images[job.image]
     stack, ws = ctx.stack, ctx.cfg.workspace.name
-    given = job.compute
-    compute_name = given.name if given is not None and given.name else azure_name(Kind.ML_COMPUTE, job.name, ws, stack)
-    compute = None if given is not None and given.name else ComputeCluster(
-        name=compute_name,
-        vm_size=given.vm_size if given else "Standard_D4s_v5",
-        min_nodes=given.min_instances if given else 0,
-        max_nodes=(given.max_instances if given and given.max_instances else job.instance_count),
-        idle_seconds=given.idle_seconds if given else 120,
+    given = job.compute or BatchComputeConfig()
+    compute_name = given.name or azure_name(Kind.ML_COMPUTE, job.name, ws, stack)
+    compute = None if given.name else ComputeCluster(
+        name=compute_name, vm_size=given.vm_size, min_nodes=given.min_instances,
+        max_nodes=given.max_instances or job.instance_count, idle_seconds=given.idle_seconds,
     )
+    deployment = azure_name(Kind.ML_DEPLOYMENT, job.image)
     container = azure_name(Kind.BLOB_CONTAINER, "batch", job.name)
     environment_variables = {ROWS_PER_CALL_ENV: str(job.mini_batch_size)}
     if job.input_format:
@@ -129,7 +127,7 @@ def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
     own_registry = ctx.pull_registry is None
     endpoint = BatchEndpoint(job.name, BatchEndpointArgs(
         endpoint_name=azure_name(Kind.BATCH_ENDPOINT, job.name, ws, stack),
-        deployment_name=azure_name(Kind.ML_DEPLOYMENT, job.image),
+        deployment_name=deployment,
         resource_group_name=workspace.resource_group_name,
         workspace_name=workspace.workspace_name,
         workspace_id=workspace.workspace_id,
@@ -156,7 +154,7 @@ def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
         protect=ctx.cfg.workspace.protect,
     ))
     return {"endpoint_id": endpoint.endpoint_id, "scoring_uri": endpoint.scoring_uri,
-            "deployment": azure_name(Kind.ML_DEPLOYMENT, job.image), "workspace_id": workspace.workspace_id,
+            "deployment": deployment, "workspace_id": workspace.workspace_id,
             "blob_endpoint": workspace.blob_endpoint, "container": container, "compute": compute_name,
             "image_ref": image.image_ref}
 

@@ -17,7 +17,7 @@ from components.kubernetes_split import ROUTER_COMPONENT, SplitDeployment, Traff
 from components.service import ProbeTimings
 from components.runtime import ServiceRuntime
 from infra.deploy import DeployContext, LogOptions, LogsUnavailable
-from infra.schema import DeploymentBase, SplitService, TlsSettings
+from infra.schema import DeploymentBase, SplitService, StackConfig, TlsSettings
 from policy.endpoints import HTTPS_PORT, EndpointReader, Exposure, env_names
 from serving import settings as runtime
 
@@ -202,6 +202,19 @@ def workload_args(
         load_balancer_source_ranges=list(svc.load_balancer_source_ranges),
         **extra,
     )
+
+
+def cluster_job_problems(cfg: StackConfig, target: str, section: str, clusters: set[str]) -> list[str]:
+    """Each batch job of `target` names a cluster of the stack's `section` (an indexed Job runs there)."""
+    problems: list[str] = []
+    for i, job in enumerate(cfg.batch):
+        if job.target != target:
+            continue
+        if job.cluster is None:
+            problems.append(f"batch[{i}].cluster: a {target} job names its cluster (one of {section})")
+        elif job.cluster not in clusters:
+            problems.append(f"batch[{i}].cluster: no cluster named {job.cluster!r} in {section}")
+    return problems
 
 
 def workload_logs(cluster: pulumi.Input[str], svc: KubernetesWorkload) -> dict[str, Any]:

@@ -15,7 +15,7 @@ POLL_TIMEOUT_S = 300
 TIMEOUT_S = 60
 
 TokenSource = Callable[[str], str]
-"""Scope (`<endpoint>/.default`) -> a bearer token for Azure Resource Manager."""
+"""Scope (`<resource>/.default`) -> a bearer token (Azure Resource Manager's, Azure ML's data plane's)."""
 
 
 def default_token(scope: str) -> str:
@@ -25,6 +25,12 @@ def default_token(scope: str) -> str:
 
 
 _token_source: TokenSource = default_token
+
+
+def token(scope: str) -> str:
+    """A bearer token for `scope` (`<resource>/.default`: Resource Manager, Azure ML's data plane), as
+    this process gets them."""
+    return _token_source(scope)
 
 
 def use_token_source(source: TokenSource) -> TokenSource:

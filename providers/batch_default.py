@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import Resource
 
-from providers.arm import ARM_ENDPOINT, Arm, ArmError, put_properties, settle
-from providers.endpoint_traffic import API_VERSION, SETTLE_TIMEOUT_S
+from providers.arm import ARM_ENDPOINT, Arm, put_properties, settle
+from providers.endpoint_traffic import API_VERSION, SETTLE_TIMEOUT_S, EndpointSettingProvider
 
 
 def _default(body: dict[str, Any]) -> Optional[str]:
@@ -33,29 +33,17 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     return dict(props)
 
 
-class BatchDefaultProvider(ResourceProvider):
+class BatchDefaultProvider(EndpointSettingProvider):
     """`endpoint_id`'s default deployment: `deployment`."""
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"{props['endpoint_id']}/defaults", outs=apply(props))
+    suffix = "defaults"
+    keys = ("deployment",)
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in ("endpoint_id", "deployment", "endpoint_revision", "arm_endpoint")
-                   if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=["endpoint_id"] if "endpoint_id" in changed else [])
+    def apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        return apply(props)
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=apply(news))
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
-        response = arm.call("GET", props["endpoint_id"])
-        if response.status_code == 404:
-            return ReadResult(id_=None, outs={})  # type: ignore[arg-type] # the endpoint is gone
-        if response.status_code != 200:
-            raise ArmError(response)
-        # A default changed outside the stack shows as a diff.
-        return ReadResult(id_=id_, outs={**props, "deployment": _default(response.json())})
+    def observed(self, props: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        return {**props, "deployment": _default(body)}
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # Nothing to undo: the endpoint names its default until another is set or the endpoint goes.

@@ -54,19 +54,32 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, "applied_traffic": traffic, "applied_mirror": mirror}
 
 
-class EndpointTrafficProvider(ResourceProvider):
-    """The split of one endpoint: `traffic` and `mirror`, deployment name -> percent."""
+class EndpointSettingProvider(ResourceProvider):
+    """A setting written onto an Azure ML endpoint once its deployments exist (an online endpoint's split,
+    a batch endpoint's default deployment): a new `endpoint_id` replaces it; its `keys`, the endpoint's
+    revision (a PUT of the endpoint itself carries no such setting) or the ARM address update it."""
+
+    suffix = "setting"
+    keys: tuple[str, ...] = ()
+
+    def apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Write the setting and wait until the endpoint reports it: the outputs."""
+        raise NotImplementedError
+
+    def observed(self, props: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The inputs as the endpoint's `body` says them, so a change made outside shows as a diff."""
+        raise NotImplementedError
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"{props['endpoint_id']}/traffic", outs=apply(props))
+        return CreateResult(id_=f"{props['endpoint_id']}/{self.suffix}", outs=self.apply(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("endpoint_id", "traffic", "mirror", "endpoint_revision", "arm_endpoint")
+        keys = ("endpoint_id", *self.keys, "endpoint_revision", "arm_endpoint")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=["endpoint_id"] if "endpoint_id" in changed else [])
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=apply(news))
+        return UpdateResult(outs=self.apply(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         arm = Arm(props.get("arm_endpoint") or ARM_ENDPOINT, API_VERSION)
@@ -75,12 +88,24 @@ class EndpointTrafficProvider(ResourceProvider):
             return ReadResult(id_=None, outs={})  # type: ignore[arg-type] # the endpoint is gone
         if response.status_code != 200:
             raise ArmError(response)
-        traffic, mirror = _split(response.json())
-        # What the endpoint has, as the inputs would say it: a split changed outside shows as a diff.
+        return ReadResult(id_=id_, outs=self.observed(props, response.json()))
+
+
+class EndpointTrafficProvider(EndpointSettingProvider):
+    """The split of one endpoint: `traffic` and `mirror`, deployment name -> percent."""
+
+    suffix = "traffic"
+    keys = ("traffic", "mirror")
+
+    def apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        return apply(props)
+
+    def observed(self, props: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        traffic, mirror = _split(body)
         names = set(props.get("traffic") or {}) | set(traffic)
         mirror = _live(mirror)  # a 0 share is no mirror, as the inputs write it
-        return ReadResult(id_=id_, outs={**props, "traffic": {n: traffic.get(n, 0) for n in sorted(names)},
-                                         "mirror": mirror, "applied_traffic": traffic, "applied_mirror": mirror})
+        return {**props, "traffic": {n: traffic.get(n, 0) for n in sorted(names)}, "mirror": mirror,
+                "applied_traffic": traffic, "applied_mirror": mirror}
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # The endpoint stays (it is deleted, if at all, as its own resource): it stops routing first,

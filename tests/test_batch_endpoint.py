@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TEMPLATES, assert_rejected, changed
+from tests.test_collection import azurite  # noqa: F401 - a fixture
 
 ENDPOINT = "azure-native:machinelearningservices:BatchEndpoint"
 DEPLOYMENT = "azure-native:machinelearningservices:BatchDeployment"
@@ -166,20 +167,9 @@ class FakeBatchEndpoint:
 
 
 def _handler(endpoint: FakeBatchEndpoint):
-    from http.server import BaseHTTPRequestHandler
+    from tests.helpers import JsonHandler
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode() if body is not None else b""
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _route(self) -> None:
             if self.headers.get("Authorization") != f"Bearer {BEARER}":
                 return self._send(401, {"error": {"code": "AuthenticationFailed"}})
@@ -283,3 +273,143 @@ def test_a_bad_row_is_left_out_and_logged_with_its_source(entry, tmp_path):
     out, err = entry([good, bad], ML_DEPLOY_INPUT_FORMAT="json_rows")
     assert [r["source"] for r in out] == ["good.csv:2"]
     assert "ml-deploy batch: bad.csv:2:" in err
+
+
+# ---- `ml-deploy batch run`: upload, invoke, follow, download, against a fake Azure ML and Azurite ------
+
+WORKSPACE_ID = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+ML_TOKEN = "ml-data-plane-token"
+DATASTORE_CONTAINER = "azureml-blobstore-0000"
+
+
+class FakeAzureMl:
+    """A batch endpoint's invoke API and the Jobs and Datastores APIs of its workspace. A job "runs" by
+    reading its input from the storage and writing predictions.csv (a line per input row, as
+    append_row writes them: no header) where the invoke said its output goes."""
+
+    def __init__(self, conn: str, ends: str = "Completed") -> None:
+        self.conn, self.ends = conn, ends
+        self.invoked: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.polls = 0
+
+    def run_job(self, body: dict[str, Any]) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(self.conn)
+        uri = body["properties"]["InputData"]["input"]["Uri"]
+        container, _, name = uri.split("/devstoreaccount1/", 1)[1].partition("/")
+        blobs = service.get_container_client(container)
+        names = [name] if body["properties"]["InputData"]["input"]["JobInputType"] == "UriFile" else \
+            [b.name for b in blobs.list_blobs(name_starts_with=name + "/")]
+        lines = ""
+        for blob in names:
+            rows = blobs.download_blob(blob).readall().decode().splitlines()[1:]
+            lines += "".join(f"{Path(blob).name}:{i + 2},{len(row)}\n" for i, row in enumerate(rows))
+        out = body["properties"]["OutputData"]["output"]["Uri"].split("/paths/", 1)[1]
+        service.get_container_client(DATASTORE_CONTAINER).upload_blob(f"{out}predictions.csv", lines.encode())
+
+
+def _azure_ml(fake: FakeAzureMl):
+    from tests.helpers import JsonHandler
+
+    class Handler(JsonHandler):
+        def _route(self) -> None:
+            path = self.path.partition("?")[0]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            if path == "/nightly/jobs" and self.command == "POST":
+                if self.headers.get("Authorization") != f"Bearer {ML_TOKEN}":
+                    return self._send(401, {"error": {"code": "InvalidToken"}})
+                fake.invoked.append((dict(self.headers), body))
+                fake.run_job(body)
+                return self._send(200, {"id": f"{WORKSPACE_ID}/jobs/batchjob-1", "name": "batchjob-1"})
+            if self.headers.get("Authorization") != f"Bearer {BEARER}":
+                return self._send(401, {"error": {"code": "AuthenticationFailed"}})
+            if path == f"{WORKSPACE_ID}/jobs/batchjob-1":
+                fake.polls += 1
+                status = "Running" if fake.polls < 3 else fake.ends
+                error = {"message": "2 mini-batches failed: see logs/user/error"} if status == "Failed" else None
+                return self._send(200, {"name": "batchjob-1", "properties": {"status": status, "error": error}})
+            if path == f"{WORKSPACE_ID}/datastores/workspaceblobstore":
+                return self._send(200, {"properties": {"accountName": "devstoreaccount1", "protocol": "https",
+                                                       "containerName": DATASTORE_CONTAINER,
+                                                       "endpoint": "core.windows.net"}})
+            return self._send(404, {"error": {"code": "NotFound"}})
+
+        do_GET = do_POST = _route
+
+    return Handler
+
+
+@pytest.fixture
+def azure_ml(azurite, tmp_path, monkeypatch):
+    """(run the CLI's job, the fake): a job output as `pulumi up` exports it, pointing at the fakes."""
+    from azure.storage.blob import BlobServiceClient
+
+    from cli import batch_endpoint as cli_batch
+    from providers import arm as azure_arm
+    from tests.helpers import https_server
+
+    service = BlobServiceClient.from_connection_string(azurite)
+    for container in ("batch-nightly", DATASTORE_CONTAINER):
+        if not service.get_container_client(container).exists():
+            service.create_container(container)
+    fake = FakeAzureMl(azurite)
+    accounts: list[str] = []
+    with https_server(_azure_ml(fake), tmp_path) as (address, ca):
+        base = f"https://{address}"
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        monkeypatch.setattr(cli_batch, "POLL_S", 0.01)
+        tokens = azure_arm.use_token_source(lambda scope: {cli_batch.ML_SCOPE: ML_TOKEN,
+                                                           f"{base}/.default": BEARER}.get(scope, ""))
+        blobs = cli_batch.use_blob_service(lambda url: (accounts.append(url), service)[1])
+        job = {"target": "batch_endpoint", "image": "diabetes", "image_ref": "r.azurecr.io/diabetes@sha256:" + "a" * 64,
+               "settings": {"mini_batch_size": 5}, "scoring_uri": f"{base}/nightly/jobs", "deployment": "diabetes",
+               "workspace_id": WORKSPACE_ID, "blob_endpoint": "http://127.0.0.1:10000/devstoreaccount1/",
+               "container": "batch-nightly", "arm_endpoint": base}
+        said: list[str] = []
+        try:
+            yield (lambda source, out: cli_batch.run(job, "nightly", source, out, say=said.append)), fake, accounts, said
+        finally:
+            azure_arm.use_token_source(tokens)
+            cli_batch.use_blob_service(blobs)
+
+
+def test_batch_run_uploads_invokes_follows_and_downloads(azure_ml, tmp_path):
+    from tests.test_batch import rows_csv
+
+    run_job, fake, accounts, _said = azure_ml
+    source = tmp_path / "rows.csv"
+    rows_csv(source, 12)
+    summary = run_job(source, tmp_path / "out")
+    headers, body = fake.invoked[0]
+    # The stack's deployment, named on the call; the input as the uploaded file; the output in the datastore.
+    assert headers["azureml-model-deployment"] == "diabetes"
+    assert body["properties"]["InputData"]["input"]["JobInputType"] == "UriFile"
+    assert body["properties"]["InputData"]["input"]["Uri"].endswith("/batch-nightly/" + summary["input"].split("/batch-nightly/")[1])
+    assert body["properties"]["OutputData"]["output"]["Uri"].startswith("azureml://datastores/workspaceblobstore/paths/ml-deploy/nightly/")
+    assert summary["status"] == "Completed" and summary["azure_job"] == "batchjob-1" and fake.polls >= 3
+    lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 12 and lines[0].startswith("rows.csv:2,")
+    # Uploads go to the workspace storage the stack exported; the output is read from the datastore's account.
+    assert accounts == ["http://127.0.0.1:10000/devstoreaccount1/", "https://devstoreaccount1.blob.core.windows.net/"]
+
+
+def test_a_folder_is_uploaded_once_and_a_failed_job_is_one_line(azure_ml, tmp_path):
+    from cli import batch_endpoint as cli_batch
+
+    run_job, fake, _, said = azure_ml
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"part{i}.csv").write_text("a,b\n1,2\n3,4\n")
+    summary = run_job(folder, tmp_path / "first")
+    assert fake.invoked[-1][1]["properties"]["InputData"]["input"]["JobInputType"] == "UriFolder"
+    assert len((tmp_path / "first" / "predictions.csv").read_text().splitlines()) == 6
+    assert any(": 3 of 3 files uploaded" in line for line in said)
+    # The same input again: nothing to upload; this time the job fails, and says so in one line.
+    fake.ends, fake.polls = "Failed", 0
+    with pytest.raises(cli_batch.EndpointBatchError, match="batchjob-1 ended Failed: 2 mini-batches failed"):
+        run_job(folder, tmp_path / "second")
+    assert any(": 0 of 3 files uploaded" in line for line in said)
+    assert not (tmp_path / "second" / "predictions.csv").exists() and summary["status"] == "Completed"

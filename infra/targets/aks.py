@@ -18,7 +18,7 @@ from infra.schema import BatchJobConfig, StackConfig, Strict
 from infra.targets import ReplaceRules, Target, register
 from infra.vm_sizes import (ACCELERATOR_SIZES, CLOCK, RESOURCES, SYSTEM_POOL_DEFAULT, VM_VCPUS, general_lifecycle,
                              lifecycle, system_pool_problem)
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, name_clashes, read_logs, workload_args, workload_logs, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, cluster_job_problems, name_clashes, read_logs, workload_args, workload_logs, workload_problems
 
 # Azure ML refuses a FastProd (production) cluster with fewer than 12 vCPUs in all or fewer than
 # 3 nodes (MicrosoftDocs/azure-docs articles/machine-learning/v1/how-to-create-attach-kubernetes.md).
@@ -233,21 +233,10 @@ def _service_problems(cfg: StackConfig) -> list[str]:
     return problems + name_clashes(cfg.services_of(AksServiceConfig))
 
 
-def _batch_problems(cfg: StackConfig) -> list[str]:
-    clusters = {c.name for c in cfg.section("aks_clusters", AksClusterConfig)}
-    problems: list[str] = []
-    for i, job in enumerate(cfg.batch):
-        if job.target != "aks":
-            continue
-        if job.cluster is None:
-            problems.append(f"batch[{i}].cluster: an aks job names its cluster (one of aks_clusters)")
-        elif job.cluster not in clusters:
-            problems.append(f"batch[{i}].cluster: no cluster named {job.cluster!r} in aks_clusters")
-    return problems
-
-
 def check(cfg: StackConfig) -> list[str]:
-    return _cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg) + _batch_problems(cfg)
+    clusters = {c.name for c in cfg.section("aks_clusters", AksClusterConfig)}
+    return (_cluster_problems(cfg, CLOCK.today()) + _service_problems(cfg)
+            + cluster_job_problems(cfg, "aks", "aks_clusters", clusters))
 
 
 def accelerator_warnings(cfg: StackConfig, today: date) -> list[str]:

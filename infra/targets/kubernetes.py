@@ -22,7 +22,7 @@ from infra.deploy import DeployContext, Deployed
 from infra.schema import PROJECT_ROOT, BatchJobConfig, StackConfig, Strict, expand, offline
 from infra.targets import Target, pushed_image_problem, register
 from infra.vm_sizes import RESOURCES
-from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, name_clashes, read_logs, workload_args, workload_logs, workload_problems
+from infra.workload import PUBLIC_ENDPOINTS, KubernetesWorkload, cluster_job_problems, name_clashes, read_logs, workload_args, workload_logs, workload_problems
 
 
 class PullSecretConfig(Strict):
@@ -138,13 +138,10 @@ def check(cfg: StackConfig) -> list[str]:
             problems.append(f"{path}.accelerator: an attached cluster's FPGA resource name depends on its device "
                             f"plugin's configuration, which ml-deploy does not manage; use target: aks with an fpga "
                             f"pool in aks_clusters[].accelerator_pools")
+    problems += cluster_job_problems(cfg, "kubernetes", "kubernetes_clusters", clusters)
     for i, job in enumerate(cfg.batch):
         if job.target != "kubernetes":
             continue
-        if job.cluster is None:
-            problems.append(f"batch[{i}].cluster: a kubernetes job names its cluster (one of kubernetes_clusters)")
-        elif job.cluster not in clusters:
-            problems.append(f"batch[{i}].cluster: no cluster named {job.cluster!r} in kubernetes_clusters")
         if cfg.workspace.kind == "local" and (cfg.workspace.registry is None or cfg.promote_from is not None):
             problems.append(f"batch[{i}].target: 'kubernetes' runs the pushed image: a local workspace needs "
                             f"workspace.registry (and no promote_from)")
