@@ -45,6 +45,13 @@ SEED = {"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1
 
 # ---- the program under the mocks ------------------------------------------------------------
 
+# Azure Storage's emulator (installed by scripts/setup) and its documented development account, which
+# exists only inside the emulator (the `azurite` fixture in conftest.py starts it).
+AZURITE = ROOT / ".ml-deploy" / "tools" / "node_modules" / ".bin" / "azurite-blob"
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
 def dev_config(pkl: Path) -> dict[str, Any]:
     """The README's dev stack config, with the model at `pkl`."""
     return {

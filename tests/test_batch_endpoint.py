@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import TEMPLATES, assert_rejected, changed
-from tests.test_collection import azurite  # noqa: F401 - a fixture
 
 ENDPOINT = "azure-native:machinelearningservices:BatchEndpoint"
 DEPLOYMENT = "azure-native:machinelearningservices:BatchDeployment"

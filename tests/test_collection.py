@@ -3,56 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.helpers import ROOT, SEED, TEMPLATES, free_port, serve
-
-AZURITE = ROOT / ".ml-deploy" / "tools" / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's documented development account; it exists only inside the emulator.
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running Azurite blob service; yields its connection string."""
-    assert AZURITE.exists(), "run scripts/setup first: it installs Azurite"
-    port = free_port()
-    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
-    proc = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-         "--skipApiVersionCheck", "--loose", "--silent"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
-    conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
-    try:
-        deadline = time.monotonic() + 60
-        service = BlobServiceClient.from_connection_string(conn)
-        while True:
-            try:
-                service.create_container("modeldata")
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        yield conn
-    finally:
-        # Azurite's graceful close waits on idle keep-alive connections; it holds nothing to keep.
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
+from tests.helpers import ACCOUNT, ACCOUNT_KEY, SEED, TEMPLATES, free_port, serve
 
 def collected(conn: str, prefix: str) -> list[dict]:
     container = BlobServiceClient.from_connection_string(conn).get_container_client("modeldata")
