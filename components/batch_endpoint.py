@@ -111,6 +111,7 @@ class BatchEndpoint(pulumi.ComponentResource):
                 properties=ml.AmlComputeArgs(
                     compute_type="AmlCompute",
                     disable_local_auth=True,
+                    # azure-native 3.29's VmPriority, OsType and RemoteLoginPortPublicAccess enum values.
                     properties=ml.AmlComputePropertiesArgs(
                         vm_size=c.vm_size, vm_priority="Dedicated", os_type="Linux",
                         remote_login_port_public_access="Disabled",

@@ -92,23 +92,9 @@ def check(cfg: StackConfig) -> list[str]:
     return problems
 
 
-def warnings(cfg: StackConfig) -> list[str]:
-    """What still works but has a date: a created cluster's size whose series retires later."""
-    found: list[str] = []
-    for i, job in enumerate(cfg.batch):
-        compute = job.compute
-        if job.target == NAME and compute is not None and compute.name is None and compute.vm_size in VM_VCPUS:
-            _error, warning = general_lifecycle(compute.vm_size, CLOCK.today(), new=True)
-            if warning:
-                found.append(f"batch[{i}].compute.vm_size: {warning}")
-    return found
-
-
 def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
     """The job's endpoint, deployment and compute; what `ml-deploy batch run` invokes and where it
     puts the input (the job's blob container in the workspace storage)."""
-    for warning in warnings(ctx.cfg):
-        pulumi.log.warn(warning)
     workspace = ctx.azure()
     registry = ctx.registry()
     image = ctx.container_images[job.image]
@@ -119,6 +105,12 @@ def batch(ctx: DeployContext, job: BatchJobConfig) -> dict[str, Any]:
         name=compute_name, vm_size=given.vm_size, min_nodes=given.min_instances,
         max_nodes=given.max_instances or job.instance_count, idle_seconds=given.idle_seconds,
     )
+    if compute is not None:
+        # On every preview and update: a created cluster's size whose series retires later (config
+        # validation has refused one already retired or restricted).
+        _error, warning = general_lifecycle(compute.vm_size, CLOCK.today(), new=True)
+        if warning:
+            pulumi.log.warn(f"batch[{ctx.cfg.batch.index(job)}].compute.vm_size: {warning}")
     deployment = azure_name(Kind.ML_DEPLOYMENT, job.image)
     container = azure_name(Kind.BLOB_CONTAINER, "batch", job.name)
     environment_variables = {ROWS_PER_CALL_ENV: str(job.mini_batch_size)}
