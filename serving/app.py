@@ -113,6 +113,7 @@ class ScoringApp:
         self.cors = _Cors(self.env.cors_origins) if self.env.cors_origins else None
         self.server_version = self.env.server_version.encode() if self.env.server_version else None
         self.access_log = settings.access_log
+        self.timeout_s = settings.timeout_ms / 1000
 
     # ---- lifespan -------------------------------------------------------------------------
     def _start_init(self) -> None:
@@ -321,8 +322,8 @@ class ScoringApp:
             return
         self.in_flight += 1
         try:
-            future = asyncio.get_running_loop().run_in_executor(self.executor, self._timed_call, args, passed_headers)
-            value, elapsed_ms = await asyncio.wait_for(future, self.settings.timeout_ms / 1000)
+            value, elapsed_ms = await self.executor.call(asyncio.get_running_loop(), self.timeout_s, self._timed_call,
+                                                         args, passed_headers)
         except asyncio.TimeoutError:
             log.error("run() exceeded %d ms (request %s)", self.settings.timeout_ms, reply.request_id)
             await reply.error(504, f"run() did not finish within {self.settings.timeout_ms} ms", [RUN_FAILED])

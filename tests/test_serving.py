@@ -72,6 +72,21 @@ def test_generated_request_ids_are_distinct_version_4_uuids():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+def test_forked_workers_do_not_repeat_each_others_request_ids():
+    # Workers are forked from one master: each must draw its own ids, not the master's sequence.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then exit at once
+        os.close(read)
+        os.write(write, " ".join(new_request_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 5 and not child & {new_request_id() for _ in range(5)}
+
+
 # ---- bad input: precise JSON errors, and the server stays up ------------------------------
 
 @pytest.mark.parametrize("body,status,words", [
