@@ -53,6 +53,8 @@ class Recorded:
     retain_on_delete: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     """The state the mocks answered with (inputs plus computed outputs)."""
+    aliases: list[str] = field(default_factory=list)
+    """The URNs the resource had before (its aliases, resolved): state under them is this resource."""
 
 
 @dataclass
@@ -275,9 +277,24 @@ class RecordingMonitor(MockMonitor):
                 ignore_changes=list(request.ignoreChanges),
                 retain_on_delete=bool(request.retainOnDelete),
                 outputs=self.resources[response.urn].state,
+                aliases=[_alias_urn(alias, request, response.urn) for alias in request.aliases],
             )
         )
         return response
+
+
+def _alias_urn(alias: Any, request: Any, urn: str) -> str:
+    """The URN an alias names, as the engine resolves it (a spec's blanks are the resource's own)."""
+    if alias.HasField("urn"):
+        return alias.urn
+    spec = alias.spec
+    # urn:pulumi:<stack>::<project>::<parent types>$<type>::<name>
+    stack, project = urn[len("urn:pulumi:"):].split("::")[:2]
+    type_ = spec.type or request.type
+    parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+    parent_types = parent.split("::")[2] if parent else ""
+    chain = type_ if not parent_types or parent_types == "pulumi:pulumi:Stack" else f"{parent_types}${type_}"
+    return f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{chain}::{spec.name or request.name}"
 
 
 def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:

@@ -20,6 +20,9 @@ from providers.endpoint_traffic import EndpointTraffic
 from serving import settings as runtime
 
 
+ENDPOINT_TYPE = f"{TOKEN_PREFIX}:OnlineEndpoint"
+
+
 def iso_seconds(seconds: float) -> str:
     """A duration as ISO 8601 (`PT10S`), as the deployment API takes probe and request timings."""
     millis = round(seconds * 1000)
@@ -48,12 +51,8 @@ class OnlineDeploymentArgs:
     """One deployment of an endpoint."""
 
     name: str
-    image: str
-    """The image's name in `images` (names its environment)."""
-    image_ref: pulumi.Input[str]
-    """The pushed image by digest (`<registry>/<image>@sha256:...`)."""
-    image_tag: str
-    """The image's content tag: the environment version, so a new image is a new version."""
+    environment_id: pulumi.Input[str]
+    """The image's environment version (`scoring_environment`), shared by every deployment of it."""
     instance_type: str
     instance_count: int
     workers: int
@@ -64,10 +63,52 @@ class OnlineDeploymentArgs:
     readiness: ProbeSettings
     app_insights: bool = False
 
-    @property
-    def image_ref_key(self) -> str:
-        """One environment version per image content: deployments of the same image share it."""
-        return f"{self.image}:{self.image_tag}"
+
+@dataclass(frozen=True)
+class EnvironmentArgs:
+    """An image as an Azure ML environment version, for the managed deployments that run it."""
+
+    image: str
+    """The image's name in `images`: the environment's name."""
+    image_ref: pulumi.Input[str]
+    """The pushed image by digest (`<registry>/<image>@sha256:...`)."""
+    image_tag: str
+    """The image's content tag: the environment's version, so a new image is a new version."""
+    resource_group_name: pulumi.Input[str]
+    workspace_name: pulumi.Input[str]
+    tags: dict[str, str] = field(default_factory=dict)
+    first_endpoint: Optional[str] = None
+    """The first online endpoint (in config order) that deploys the image: until environments were
+    the stack's, each endpoint registered its own, as a child named `<endpoint>-<image>-<tag>`. The
+    alias keeps that resource (and the Azure object both named) instead of replacing it."""
+
+
+def scoring_environment(args: EnvironmentArgs) -> ml.EnvironmentVersion:
+    """The image's environment version: one per image and content tag in a stack, whatever number of
+    endpoints and deployments run it (its Azure name is the image's, so two would be one object)."""
+    aliases = []
+    if args.first_endpoint is not None:
+        endpoint_urn = pulumi.create_urn(args.first_endpoint, ENDPOINT_TYPE)
+        aliases.append(pulumi.Alias(name=f"{args.first_endpoint}-{args.image}-{args.image_tag}", parent=endpoint_urn))
+    return ml.EnvironmentVersion(
+        f"{args.image}-{args.image_tag}",
+        name=args.image,
+        version=args.image_tag,
+        resource_group_name=args.resource_group_name,
+        workspace_name=args.workspace_name,
+        properties=ml.EnvironmentVersionPropertiesArgs(
+            image=args.image_ref,
+            os_type="Linux",
+            # Azure ML's probes and scoring calls go to the scoring runtime's own routes.
+            inference_config=ml.InferenceContainerPropertiesArgs(
+                liveness_route=ml.RouteArgs(path=runtime.LIVENESS_PATH, port=runtime.DEFAULT_PORT),
+                readiness_route=ml.RouteArgs(path=runtime.READINESS_PATH, port=runtime.DEFAULT_PORT),
+                scoring_route=ml.RouteArgs(path=runtime.SCORE_PATH, port=runtime.DEFAULT_PORT),
+            ),
+            tags=args.tags,
+        ),
+        opts=pulumi.ResourceOptions(aliases=aliases),
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +140,7 @@ class OnlineEndpoint(ScoringService):
     deployment_ids: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: OnlineEndpointArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__(f"{TOKEN_PREFIX}:OnlineEndpoint", name, None, opts)
+        super().__init__(ENDPOINT_TYPE, name, None, opts)
         tags = azure_tags(args.description, args.tags)
         child = pulumi.ResourceOptions(parent=self)
         properties = ml.OnlineEndpointPropertiesArgs(
@@ -131,32 +172,9 @@ class OnlineEndpoint(ScoringService):
                 scope=args.registry_id,
                 opts=child,
             ))
-        environments: dict[str, ml.EnvironmentVersion] = {}
         deployments: list[ml.OnlineDeployment] = []
         self.deployment_ids = {}
         for d in args.deployments:
-            environment = environments.get(d.image_ref_key)
-            if environment is None:
-                environment = ml.EnvironmentVersion(
-                    f"{name}-{d.image}-{d.image_tag}",
-                    name=d.image,
-                    version=d.image_tag,
-                    resource_group_name=args.resource_group_name,
-                    workspace_name=args.workspace_name,
-                    properties=ml.EnvironmentVersionPropertiesArgs(
-                        image=d.image_ref,
-                        os_type="Linux",
-                        # Azure ML's probes and scoring calls go to the scoring runtime's own routes.
-                        inference_config=ml.InferenceContainerPropertiesArgs(
-                            liveness_route=ml.RouteArgs(path=runtime.LIVENESS_PATH, port=runtime.DEFAULT_PORT),
-                            readiness_route=ml.RouteArgs(path=runtime.READINESS_PATH, port=runtime.DEFAULT_PORT),
-                            scoring_route=ml.RouteArgs(path=runtime.SCORE_PATH, port=runtime.DEFAULT_PORT),
-                        ),
-                        tags=tags,
-                    ),
-                    opts=child,
-                )
-                environments[d.image_ref_key] = environment
             settings = runtime.Settings(port=runtime.DEFAULT_PORT, workers=d.workers, timeout_ms=d.timeout_ms,
                                         max_concurrent_requests=d.max_concurrent_requests_per_instance,
                                         service_name=name)
@@ -168,7 +186,7 @@ class OnlineEndpoint(ScoringService):
                 workspace_name=args.workspace_name,
                 properties=ml.ManagedOnlineDeploymentArgs(
                     endpoint_compute_type="Managed",
-                    environment_id=environment.id,
+                    environment_id=d.environment_id,
                     instance_type=d.instance_type,
                     # Auth is the endpoint's (auth_mode); the container answers what reaches it.
                     environment_variables=settings.environ(),

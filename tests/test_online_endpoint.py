@@ -87,8 +87,38 @@ def test_a_new_image_for_green_changes_green_and_its_environment(config, tmp_pat
     after = run_config(config)
     names = changed_or_new(before, after)
     assert "churn-green" in names and "churn-blue" not in names and "churn-traffic" not in names
-    assert any(n.startswith("churn-diabetes-v2-") for n in names)  # its new environment version
-    assert not any(n.startswith("churn-diabetes-") and "v2" not in n for n in names)
+    assert any(n.startswith("diabetes-v2-") for n in names)  # its new environment version
+    assert not any(n.startswith("diabetes-") and "v2" not in n for n in names)
+
+
+def test_endpoints_that_run_one_image_share_its_environment(config):
+    endpoint_config(config)
+    second = dict(config["ml-deploy:services"][0], name="churn-eu", tags={"team": "eu"})
+    second["deployments"] = [dict(d) for d in second["deployments"]]
+    config["ml-deploy:services"].append(second)
+    rec = run_config(config)
+    # Azure names an environment version by image and tag: two resources would be one Azure object,
+    # and deleting either endpoint would delete what the other one runs.
+    environments = rec.of_type(ENVIRONMENT)
+    assert sorted(e.inputs["name"] for e in environments) == ["diabetes", "diabetes-v2"]
+    ids = {e.inputs["name"]: e.id for e in environments}
+    for endpoint in ("churn", "churn-eu"):
+        assert _one(rec, DEPLOYMENT, f"{endpoint}-blue").inputs["properties"]["environmentId"] == ids["diabetes"]
+        assert _one(rec, DEPLOYMENT, f"{endpoint}-green").inputs["properties"]["environmentId"] == ids["diabetes-v2"]
+
+
+def test_an_environment_keeps_the_resource_its_first_endpoint_registered(config):
+    # Until environments were the stack's, each endpoint registered its own as a child named
+    # <endpoint>-<image>-<tag>: the alias makes the state under that URN this resource (no replace).
+    rec = run_config(endpoint_config(config))
+    # A sibling from then, still the endpoint component's child: its URN has the prefix the old one had.
+    under_endpoint = _one(rec, DEPLOYMENT, "churn-blue").urn.rsplit("$", 1)[0]
+    environments = rec.of_type(ENVIRONMENT)
+    assert len(environments) == 2
+    for env in environments:
+        image, tag = env.inputs["name"], env.inputs["version"]
+        assert env.parent is not None and "::pulumi:pulumi:Stack::" in env.parent  # the stack's own now
+        assert f"{under_endpoint}${ENVIRONMENT}::churn-{image}-{tag}" in env.aliases
 
 
 def changed_or_new(before, after) -> set[str]:

@@ -15,7 +15,9 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import Field, field_validator
 
 from components.naming import Kind, azure_name, stable_hash
-from components.online_endpoint import OnlineDeploymentArgs, OnlineEndpoint, OnlineEndpointArgs, ProbeSettings
+from components.online_endpoint import (EnvironmentArgs, OnlineDeploymentArgs, OnlineEndpoint, OnlineEndpointArgs,
+                                       ProbeSettings, scoring_environment)
+from components.service import azure_tags
 from infra.deploy import DeployContext, Deployed, LogOptions, LogsUnavailable, MockResource, environment_version
 from infra.schema import DeploymentBase, SplitService, StackConfig, Strict
 from infra import batch_endpoint
@@ -119,15 +121,34 @@ def check(cfg: StackConfig) -> list[str]:
     return problems
 
 
+def setup(ctx: DeployContext) -> dict[str, Any]:
+    """One environment version per image the stack's online endpoints deploy, by image name: Azure
+    names it after the image, so endpoints that run the same image share one."""
+    environments: dict[str, Any] = {}
+    for _, svc in ctx.cfg.services_of(OnlineEndpointConfig):
+        for d in svc.deployments or ():
+            if d.image in environments:
+                continue
+            workspace = ctx.azure()
+            image = ctx.container_images[d.image]
+            environments[d.image] = scoring_environment(EnvironmentArgs(
+                image=d.image, image_ref=image.image_ref, image_tag=environment_version(image),
+                resource_group_name=workspace.resource_group_name, workspace_name=workspace.workspace_name,
+                # Until environments were the stack's, the first endpoint's own, with its tags.
+                tags=azure_tags(svc.description, svc.tags), first_endpoint=svc.name,
+            ))
+    return environments
+
+
 def deploy(ctx: DeployContext, svc: OnlineEndpointConfig) -> Deployed:
     workspace = ctx.azure()
     registry = ctx.registry()
     assert svc.deployments, "validated: an online endpoint has deployments"
+    environments = ctx.shared[TARGET.name]
     deployments = []
     for d in svc.deployments:
-        image = ctx.container_images[d.image]
         deployments.append(OnlineDeploymentArgs(
-            name=d.name, image=d.image, image_ref=image.image_ref, image_tag=environment_version(image),
+            name=d.name, environment_id=environments[d.image].id,
             instance_type=d.instance_type, instance_count=d.instance_count,
             workers=runtime.workers_for_cores(d.cores), timeout_ms=svc.scoring_timeout_ms,
             max_concurrent_requests_per_instance=d.max_concurrent_requests_per_instance,
@@ -210,6 +231,7 @@ TARGET = register(Target(
     config=OnlineEndpointConfig,
     deploy=deploy,
     check=check,
+    setup=setup,
     mock_resources={ONLINE_ENDPOINT: _endpoint, batch_endpoint.BATCH_ENDPOINT: batch_endpoint.mock_endpoint},
     mock_calls={"azure-native:machinelearningservices:listOnlineEndpointKeys": _keys},
     logs={"online_endpoint": read_logs},
