@@ -91,7 +91,7 @@ for stack in stacks:
         {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "protect": r.protect,
          "inputs": r.inputs, "secret_paths": sorted(r.secret_paths), "outputs": r.outputs,
          "delete_before_replace": r.delete_before_replace, "replace_on_changes": list(r.replace_on_changes),
-         "ignore_changes": list(r.ignore_changes), "id": r.id}
+         "ignore_changes": list(r.ignore_changes), "id": r.id, "aliases": list(getattr(r, "aliases", []))}
         for r in rec.resources]}
 Path(out).write_text(json.dumps(result, default=str))
 """
@@ -201,7 +201,7 @@ def as_records(recording: Any) -> list[dict[str, Any]]:
         {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "protect": r.protect,
          "inputs": r.inputs, "secret_paths": sorted(r.secret_paths), "outputs": r.outputs,
          "delete_before_replace": r.delete_before_replace, "replace_on_changes": list(r.replace_on_changes),
-         "ignore_changes": list(r.ignore_changes), "id": r.id}
+         "ignore_changes": list(r.ignore_changes), "id": r.id, "aliases": list(r.aliases)}
         for r in recording.resources], default=str))
 
 
@@ -299,10 +299,14 @@ def _created(r: dict[str, Any]) -> Change:
 def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], stack: str) -> StackDiff:
     """Match two recordings by URN and classify each resource as Pulumi's engine would."""
     diff = StackDiff(stack)
-    old_by_urn = {r["urn"]: r for r in base}
-    new_by_urn = {r["urn"]: r for r in head}
+    old_by_urn = {_engine_urn(r["urn"]): r for r in base}
+    matched: set[str] = set()
     for r in head:
-        old = old_by_urn.get(r["urn"])
+        # As the engine does: the resource's own URN, else the first of its aliases in the old state.
+        urn = next((u for u in map(_engine_urn, [r["urn"], *(r.get("aliases") or [])]) if u in old_by_urn), None)
+        old = None if urn is None or urn in matched else old_by_urn[urn]
+        if urn is not None:
+            matched.add(urn)
         if old is None:
             diff.changes.append(_created(r))
             continue
@@ -312,12 +316,18 @@ def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], st
         else:
             diff.changes.append(change)
     for r in base:
-        if r["urn"] not in new_by_urn:
+        if _engine_urn(r["urn"]) not in matched:
             change = Change("delete", r["urn"], r["type"], r["name"])
             if r.get("protect"):
                 change.warnings.append("protected: `pulumi up` refuses to delete it until it is unprotected")
             diff.changes.append(change)
     return diff
+
+
+def _engine_urn(urn: str) -> str:
+    """A URN as the engine writes it: the mocks put the stack's type at the head of a top-level
+    resource's type chain (`pulumi:pulumi:Stack$...`), the engine does not."""
+    return urn.replace("::pulumi:pulumi:Stack$", "::")
 
 
 def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:

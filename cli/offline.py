@@ -292,8 +292,9 @@ def _alias_urn(alias: Any, request: Any, urn: str) -> str:
     stack, project = urn[len("urn:pulumi:"):].split("::")[:2]
     type_ = spec.type or request.type
     parent = "" if spec.noParent else (spec.parentUrn or request.parent)
-    parent_types = parent.split("::")[2] if parent else ""
-    chain = type_ if not parent_types or parent_types == "pulumi:pulumi:Stack" else f"{parent_types}${type_}"
+    # The engine's form: the stack's own type is not part of a type chain (the mocks' URNs put it there).
+    parent_types = [t for t in (parent.split("::")[2].split("$") if parent else []) if t != "pulumi:pulumi:Stack"]
+    chain = "$".join([*parent_types, type_])
     return f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{chain}::{spec.name or request.name}"
 
 

@@ -14,6 +14,7 @@ import asyncio
 import http
 import json
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -41,14 +42,18 @@ _SCORE = names.SCORE_PATH.encode()
 def new_request_id() -> str:
     """A random (version 4) UUID as text, as Azure ML's server makes request ids.
 
-    From `random`, not `os.urandom` as uuid.uuid4() is: an id names a request, it guards nothing, and a
-    system call for every request that brings no id of its own showed in the worker's profile. `random`
-    is seeded again in every forked worker (the module registers that with os.register_at_fork)."""
+    From a `random.Random`, not `os.urandom` as uuid.uuid4() is: an id names a request, it guards
+    nothing, and a system call for every request that brings no id of its own showed in the worker's
+    profile. The generator is this module's and is seeded again in every forked worker."""
     # RFC 9562 section 5.4: version 4 in bits 76-79, variant 10 in bits 62-63.
     return _uuid_text((_random_bits(128) & ~_UUID_FIXED) | _UUID_V4)
 
 
-_random_bits = random.getrandbits
+# A generator of this module's own: a script that seeds `random` (in init() or run()) must not make
+# every worker, or every request after it, draw the same ids.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_random_bits = _ids.getrandbits
 _UUID_FIXED = 0xF << 76 | 0x3 << 62
 _UUID_V4 = 0x4 << 76 | 0x2 << 62
 

@@ -71,16 +71,20 @@ class _LoopCall:
         """Timed out before the thread took it: never run."""
 
     def claim(self) -> bool:
-        if self.dropped:
+        # Cancelled: the awaiting task was (the worker is stopping); its future's state is a plain read.
+        if self.dropped or self.future.cancelled():
             return False
         self.started = True
         return True
 
     def finish(self, value: Any, error: Optional[BaseException]) -> None:
-        self.loop.call_soon_threadsafe(self._resolve, value, error)
+        try:
+            self.loop.call_soon_threadsafe(self._resolve, value, error)
+        except RuntimeError:
+            pass  # the loop is closed (the worker has stopped): nobody waits for the outcome
 
     def fail(self, error: BaseException) -> None:
-        self.loop.call_soon_threadsafe(self._resolve, None, error)
+        self.finish(None, error)
 
     def _resolve(self, value: Any, error: Optional[BaseException]) -> None:
         if self.timer is not None:
@@ -126,8 +130,10 @@ class ScoringThread(Executor):
         outcome, or `asyncio.TimeoutError` once `timeout_s` has passed since the call was queued. A call
         that times out before it started is never run."""
         call = _LoopCall(fn, args, loop)
-        call.timer = loop.call_later(timeout_s, self._time_out, call)
         self._enqueue(call)
+        # Armed once queued (a refused call is resolved already): both run on this loop's thread.
+        if not call.future.done():
+            call.timer = loop.call_later(timeout_s, self._time_out, call)
         return call.future
 
     def _time_out(self, call: _LoopCall) -> None:

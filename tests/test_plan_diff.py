@@ -329,3 +329,25 @@ def test_a_new_edge_port_updates_device_deployments_and_replaces_the_immutable_h
             assert all(c["password"] not in review for c in creds.values())
             modules = json.loads(review)["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
             assert [m["env"] for m in modules.values()] == [{"SCORING_AUTH_KEYS": {"value": "[secret],[secret]"}}]
+
+
+def test_a_resource_moved_under_an_alias_is_the_same_resource(config):
+    # The state of before environments were the stack's: each endpoint's own child, under the URN the
+    # head's alias names. The diff matches it as the engine does: no create, no delete.
+    from tests.test_online_endpoint import ENVIRONMENT, endpoint_config
+
+    head = plan(endpoint_config(config))
+    base = copy.deepcopy(head)
+    moved = 0
+    for r in base:
+        if r["type"] == ENVIRONMENT:
+            r["urn"] = next(a for a in r["aliases"] if "OnlineEndpoint$" in a)
+            r["aliases"] = []
+            moved += 1
+    assert moved == 2
+    d = diff.compare_resources(base, head, "dev")
+    assert d.changes == [] and d.unchanged == len(head)
+    # Without the alias the same move is a new resource and a deleted one.
+    for r in head:
+        r["aliases"] = []
+    assert sorted(c.op for c in diff.compare_resources(base, head, "dev").changes) == ["create"] * 2 + ["delete"] * 2

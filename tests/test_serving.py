@@ -72,6 +72,15 @@ def test_generated_request_ids_are_distinct_version_4_uuids():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+def test_a_script_that_seeds_random_does_not_repeat_request_ids():
+    import random
+
+    random.seed(1234)
+    first = new_request_id()
+    random.seed(1234)
+    assert new_request_id() != first
+
+
 def test_forked_workers_do_not_repeat_each_others_request_ids():
     # Workers are forked from one master: each must draw its own ids, not the master's sequence.
     read, write = os.pipe()
