@@ -637,11 +637,26 @@ def tls_dir(props: dict[str, Any]) -> Path:
     return Path(props["log_dir"]).parent / "tls" / props["service"]
 
 
-def check_port(service: str, port: int) -> None:
+PORT_RELEASE_S = 5.0
+"""How long an update waits for the port of a service process found dead to be released: its workers
+close their listening socket as they see the master gone (or are torn down with it) within moments."""
+
+
+def check_port(service: str, port: int, release_s: float = 0.0) -> None:
+    """Raise unless `port` is free, waiting up to `release_s` for it (the service's own dead process)."""
     # A port shared with SO_REUSEPORT would also be shared with a stray process left listening on it
     # (started with the same flag by hand, or orphaned from a lost state): both would answer.
-    if not port_free(port):
-        raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
+    deadline = time.monotonic() + release_s
+    while not port_free(port):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
+        time.sleep(0.05)
+
+
+def release_wait(olds: dict[str, Any], port: int) -> float:
+    """How long to wait for `port` before starting a service's process again: a while if the process
+    of the state held it and is gone (its workers may be closing it), not at all otherwise."""
+    return PORT_RELEASE_S if olds.get("pid") and port == int(olds.get("bound_port") or 0) else 0.0
 
 
 def _keys(props: dict[str, Any], olds: Optional[dict[str, Any]] = None) -> tuple[str, str]:
@@ -702,7 +717,7 @@ class ServiceProvider(ResourceProvider):
             stop_process(old_pid, old_port)
             running = False
         if not running or port != old_port:
-            check_port(service, port)
+            check_port(service, port, release_wait(olds, port))
         try:
             pid, started = _start(news, port, keys, shared)
         except RuntimeError as err:

@@ -23,7 +23,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from providers import serving_process as process
-from providers.local import ReadySignal, check_port, launch, log_path, service_running, stop_process, tls_dir
+from providers.local import (ReadySignal, check_port, launch, log_path, release_wait, service_running, stop_process,
+                             tls_dir)
 from providers.serving_process import free_port
 from serving import settings as runtime
 
@@ -140,7 +141,7 @@ class RouterProvider(ResourceProvider):
                 time.sleep(0.02)
             return UpdateResult(outs=_outputs(news, old_pid, olds.get("started"), port, generation))
         if not running or port != old_port:
-            check_port(news["service"], port)
+            check_port(news["service"], port, release_wait(olds, port))
         try:
             pid, started = _start(news, port, generation)
         except RuntimeError as err:

@@ -32,8 +32,10 @@ from providers.local import (
     BundleProvider,
     ServiceProvider,
     _start,
+    check_port,
     first_error_line,
     process_alive,
+    release_wait,
     service_running,
 )
 from serving import settings as names
@@ -261,6 +263,17 @@ def test_a_dead_process_shows_as_a_change_and_an_update_starts_it_again(tmp_path
     started.append(again["pid"])
     assert again["scoring_uri"] == outs["scoring_uri"] and version(again) == 1
     assert not provider.diff("svc", again, inputs).changes
+
+
+def test_an_update_waits_for_a_dead_services_port_and_no_longer(tmp_path):
+    # The workers of a service found dead may still be closing its listening socket for a moment.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with pytest.raises(RuntimeError, match=f"port {port} on 127.0.0.1 is in use by another process"):
+        check_port("svc", port)
+    threading.Timer(0.3, listener.close).start()
+    check_port("svc", port, release_wait({"pid": 1, "bound_port": port}, port))
+    assert release_wait({"pid": 1, "bound_port": port}, port + 1) == 0 == release_wait({}, port)
 
 
 def test_a_recorded_pid_now_used_by_another_process_is_not_the_service(tmp_path):
