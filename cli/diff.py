@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from cli import errors, replacements, render as show
+from cli.offline import engine_urn
 from cli.policy import Violation, as_dict, check, line as policy_line
 from infra.schema import PROJECT_ROOT
 
@@ -91,7 +92,9 @@ for stack in stacks:
         {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "protect": r.protect,
          "inputs": r.inputs, "secret_paths": sorted(r.secret_paths), "outputs": r.outputs,
          "delete_before_replace": r.delete_before_replace, "replace_on_changes": list(r.replace_on_changes),
-         "ignore_changes": list(r.ignore_changes), "id": r.id, "aliases": list(getattr(r, "aliases", []))}
+         "ignore_changes": list(r.ignore_changes), "id": r.id,
+         # A base revision's recorder may predate aliases; only the head's are looked at.
+         "aliases": list(getattr(r, "aliases", []))}
         for r in rec.resources]}
 Path(out).write_text(json.dumps(result, default=str))
 """
@@ -299,11 +302,11 @@ def _created(r: dict[str, Any]) -> Change:
 def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], stack: str) -> StackDiff:
     """Match two recordings by URN and classify each resource as Pulumi's engine would."""
     diff = StackDiff(stack)
-    old_by_urn = {_engine_urn(r["urn"]): r for r in base}
+    old_by_urn = {engine_urn(r["urn"]): r for r in base}
     matched: set[str] = set()
     for r in head:
         # As the engine does: the resource's own URN, else the first of its aliases in the old state.
-        urn = next((u for u in map(_engine_urn, [r["urn"], *(r.get("aliases") or [])]) if u in old_by_urn), None)
+        urn = next((u for u in map(engine_urn, [r["urn"], *(r.get("aliases") or [])]) if u in old_by_urn), None)
         old = None if urn is None or urn in matched else old_by_urn[urn]
         if urn is not None:
             matched.add(urn)
@@ -316,18 +319,12 @@ def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]], st
         else:
             diff.changes.append(change)
     for r in base:
-        if _engine_urn(r["urn"]) not in matched:
+        if engine_urn(r["urn"]) not in matched:
             change = Change("delete", r["urn"], r["type"], r["name"])
             if r.get("protect"):
                 change.warnings.append("protected: `pulumi up` refuses to delete it until it is unprotected")
             diff.changes.append(change)
     return diff
-
-
-def _engine_urn(urn: str) -> str:
-    """A URN as the engine writes it: the mocks put the stack's type at the head of a top-level
-    resource's type chain (`pulumi:pulumi:Stack$...`), the engine does not."""
-    return urn.replace("::pulumi:pulumi:Stack$", "::")
 
 
 def _compare_one(old: dict[str, Any], new: dict[str, Any]) -> Optional[Change]:

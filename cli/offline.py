@@ -292,10 +292,14 @@ def _alias_urn(alias: Any, request: Any, urn: str) -> str:
     stack, project = urn[len("urn:pulumi:"):].split("::")[:2]
     type_ = spec.type or request.type
     parent = "" if spec.noParent else (spec.parentUrn or request.parent)
-    # The engine's form: the stack's own type is not part of a type chain (the mocks' URNs put it there).
-    parent_types = [t for t in (parent.split("::")[2].split("$") if parent else []) if t != "pulumi:pulumi:Stack"]
-    chain = "$".join([*parent_types, type_])
-    return f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{chain}::{spec.name or request.name}"
+    chain = f"{parent.split('::')[2]}${type_}" if parent else type_
+    return engine_urn(f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{chain}::{spec.name or request.name}")
+
+
+def engine_urn(urn: str) -> str:
+    """A URN as the engine writes it: the stack's own type is not part of a type chain, where the
+    mocks put it at the head of a top-level resource's (`pulumi:pulumi:Stack$...`)."""
+    return urn.replace("::pulumi:pulumi:Stack$", "::")
 
 
 def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:

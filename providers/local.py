@@ -646,11 +646,8 @@ def check_port(service: str, port: int, release_s: float = 0.0) -> None:
     """Raise unless `port` is free, waiting up to `release_s` for it (the service's own dead process)."""
     # A port shared with SO_REUSEPORT would also be shared with a stray process left listening on it
     # (started with the same flag by hand, or orphaned from a lost state): both would answer.
-    deadline = time.monotonic() + release_s
-    while not port_free(port):
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
-        time.sleep(0.05)
+    if not process.wait_port_free(port, release_s):
+        raise RuntimeError(f"service {service}: port {port} on 127.0.0.1 is in use by another process")
 
 
 def release_wait(olds: dict[str, Any], port: int) -> float:

@@ -54,11 +54,14 @@ class _Call:
         if self.future.set_running_or_notify_cancel():
             self.future.set_exception(error)
 
+    def cancel(self) -> None:
+        self.future.cancel()
+
 
 class _LoopCall:
     """A call whose outcome goes to an asyncio future, resolved on its loop's thread."""
 
-    __slots__ = ("fn", "args", "kwargs", "queued_at", "future", "loop", "timer", "started", "dropped")
+    __slots__ = ("fn", "args", "kwargs", "queued_at", "future", "loop", "timer")
 
     def __init__(self, fn: Callable[..., Any], args: tuple, loop: asyncio.AbstractEventLoop):
         self.fn, self.args, self.kwargs = fn, args, {}
@@ -66,16 +69,11 @@ class _LoopCall:
         self.loop = loop
         self.future: asyncio.Future = loop.create_future()
         self.timer: Optional[asyncio.TimerHandle] = None
-        self.started = False
-        self.dropped = False
-        """Timed out before the thread took it: never run."""
 
     def claim(self) -> bool:
-        # Cancelled: the awaiting task was (the worker is stopping); its future's state is a plain read.
-        if self.dropped or self.future.cancelled():
-            return False
-        self.started = True
-        return True
+        # Done before it started: timed out (set under the thread's lock, as this is called) or its
+        # task cancelled (the worker is stopping). A future's state is a plain read from this thread.
+        return not self.future.done()
 
     def finish(self, value: Any, error: Optional[BaseException]) -> None:
         try:
@@ -85,6 +83,9 @@ class _LoopCall:
 
     def fail(self, error: BaseException) -> None:
         self.finish(None, error)
+
+    def cancel(self) -> None:
+        self.fail(asyncio.CancelledError())
 
     def _resolve(self, value: Any, error: Optional[BaseException]) -> None:
         if self.timer is not None:
@@ -137,11 +138,10 @@ class ScoringThread(Executor):
         return call.future
 
     def _time_out(self, call: _LoopCall) -> None:
+        # Under the lock the thread claims calls with: one not started by now is never run.
         with self._lock:
-            if not call.started:
-                call.dropped = True
-        if not call.future.done():
-            call.future.set_exception(asyncio.TimeoutError())
+            if not call.future.done():
+                call.future.set_exception(asyncio.TimeoutError())
 
     def _enqueue(self, call: Union[_Call, _LoopCall]) -> None:
         with self._lock:
@@ -222,9 +222,6 @@ class ScoringThread(Executor):
             self._wake.notify_all()
             thread = self._thread
         for call in cancelled:
-            if isinstance(call, _Call):
-                call.future.cancel()
-            else:
-                call.fail(asyncio.CancelledError())
+            call.cancel()
         if wait and thread is not None:
             thread.join()

@@ -125,11 +125,11 @@ def setup(ctx: DeployContext) -> dict[str, Any]:
     """One environment version per image the stack's online endpoints deploy, by image name: Azure
     names it after the image, so endpoints that run the same image share one."""
     environments: dict[str, Any] = {}
+    workspace = ctx.azure()
     for _, svc in ctx.cfg.services_of(OnlineEndpointConfig):
         for d in svc.deployments or ():
             if d.image in environments:
                 continue
-            workspace = ctx.azure()
             image = ctx.container_images[d.image]
             environments[d.image] = scoring_environment(EnvironmentArgs(
                 image=d.image, image_ref=image.image_ref, image_tag=environment_version(image),
